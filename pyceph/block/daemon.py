@@ -1,0 +1,400 @@
+"""The mapping daemon: one process per mapped image, like rbd-nbd's.
+
+It opens the image, serves it as one FUSE file mounted at a private mount point,
+attaches a loop device to that file, records the mapping, and reports
+``ready <device>`` (or ``error <errno> <ErrorClass> <message>``) on the pipe fd its
+parent gave it.  On SIGTERM/SIGINT or an ``unmap`` request on its control socket it
+detaches the loop device, flushes and closes the image, unmounts, and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import json
+import logging
+import os
+import re
+import signal
+import sys
+from typing import Any, Awaitable, Callable
+
+from .. import errors
+from . import loopdev, registry
+from .fusefile import BlockImage, ImageFile, errno_of
+
+log = logging.getLogger("pyceph.block.daemon")
+
+READY_FD_ENV = "PYCEPH_MAP_READY_FD"
+SPEC_ENV = "PYCEPH_MAP_SPEC"
+LOG_ENV = "PYCEPH_MAP_LOG"
+
+CLONE_NEWNS = 0x00020000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+
+_TRUE = {"1", "true", "yes", "on", ""}
+
+
+def opt_bool(options: dict[str, Any], key: str, default: bool) -> bool:
+    """Read a boolean option; CLI strings ("0", "false", "no", "off") are accepted."""
+    v = options.get(key, default)
+    if isinstance(v, str):
+        return v.strip().lower() in _TRUE
+    return bool(v)
+
+
+def spec_label(spec: dict[str, Any]) -> str:
+    """``pool/[namespace/]name[@snap]`` as rbd prints it."""
+    s = f"{spec['pool']}/"
+    if spec.get("namespace"):
+        s += f"{spec['namespace']}/"
+    s += spec["name"]
+    snap = spec.get("snap") or "-"
+    if snap != "-":
+        s += f"@{snap}"
+    return s
+
+
+def spec_from_env() -> dict[str, Any]:
+    """The spec map_image handed to the daemon (env ``PYCEPH_MAP_SPEC``, JSON)."""
+    raw = os.environ.get(SPEC_ENV)
+    if not raw:
+        raise errors.InvalidArgumentError(f"{SPEC_ENV} is not set: not started by map_image")
+    return json.loads(raw)
+
+
+def ready_fd_from_env() -> int | None:
+    """The fd number to report readiness on (env ``PYCEPH_MAP_READY_FD``), or None."""
+    raw = os.environ.get(READY_FD_ENV)
+    return int(raw) if raw else None
+
+
+def _private_mount_ns() -> bool:
+    """Move this thread (call before any thread exists) into a private mount
+    namespace so the FUSE mount is invisible to others and vanishes with us."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    if libc.unshare(CLONE_NEWNS) != 0:
+        log.warning("unshare(CLONE_NEWNS) failed: %s; mounting in the host namespace",
+                    os.strerror(ctypes.get_errno()))
+        return False
+    if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        log.warning("making / private failed: %s", os.strerror(ctypes.get_errno()))
+    return True
+
+
+def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    # pyfuse3's asyncio shim may fire a reader callback on a future that
+    # terminate() already failed; that is harmless noise at shutdown.
+    if isinstance(context.get("exception"), asyncio.InvalidStateError):
+        return
+    loop.default_exception_handler(context)
+
+
+def _tune_fuse_connection(mountpoint: str, max_background: int) -> None:
+    """Raise the kernel's cap on concurrent async FUSE requests (loop's direct I/O
+    arrives as async requests; the default cap is 12).  Needs fusectl, which we
+    mount in our private namespace; failures only cost throughput."""
+    conn = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 4 and parts[4] == mountpoint:
+                conn = parts[2].split(":")[1]
+    ctl = "/sys/fs/fuse/connections"
+    try:
+        if conn is None:
+            raise OSError(errno.ENOENT, "FUSE mount not found in mountinfo")
+        if not os.path.exists(os.path.join(ctl, conn)):
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            if libc.mount(b"fusectl", ctl.encode(), b"fusectl", 0, None) != 0:
+                raise OSError(ctypes.get_errno(), "mounting fusectl")
+        with open(os.path.join(ctl, conn, "max_background"), "w") as f:
+            f.write(str(max_background))
+        with open(os.path.join(ctl, conn, "congestion_threshold"), "w") as f:
+            f.write(str(max(1, max_background * 3 // 4)))
+    except OSError as e:
+        log.warning("cannot raise FUSE max_background: %s", e)
+
+
+class _Reporter:
+    """Writes the one status line for the parent, then closes the pipe."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd
+        self.sent = False
+
+    def send(self, line: str) -> None:
+        if self.sent:
+            return
+        self.sent = True
+        if self.fd is None:
+            print(line, flush=True)
+            return
+        try:
+            os.write(self.fd, (line.replace("\n", " ") + "\n").encode())
+        except OSError as e:
+            log.warning("cannot report to parent: %s", e)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+    def error(self, exc: BaseException) -> None:
+        self.send(f"error {errno_of(exc)} {type(exc).__name__} {exc}")
+
+
+class _Daemon:
+    def __init__(self, spec: dict[str, Any], open_image, reporter: _Reporter, private_ns: bool):
+        self.spec = spec
+        self.open_image = open_image
+        self.reporter = reporter
+        self.private_ns = private_ns
+        opts = spec.get("options") or {}
+        self.loop_dio = opt_bool(opts, "direct_io", True)
+        self.fuse_dio = opt_bool(opts, "fuse_direct_io", False)
+        self.partscan = opt_bool(opts, "partscan", False)
+        self.max_tasks = int(opts.get("max_tasks", 64))
+        self.detach_timeout = float(opts.get("detach_timeout", 30.0))
+        self.max_background = int(opts.get("max_background", 64))
+        self.image: BlockImage | None = None
+        self.ops: ImageFile | None = None
+        self.mountpoint: str | None = None
+        self.mounted = False
+        self.fuse_task: asyncio.Task | None = None
+        self.index: int | None = None
+        self.loop_fd: int | None = None
+        self.dev_id: str | None = None
+        self.stop = asyncio.Event()
+        self.server: asyncio.AbstractServer | None = None
+        self.done: asyncio.Future | None = None
+        self.exit_error: BaseException | None = None
+        self.pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="pyceph-loop")
+
+    async def _blocking(self, fn, *args):
+        # threads made now inherit our private mount namespace
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.done = loop.create_future()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        loop.set_exception_handler(_exception_handler)
+        ready = False
+        try:
+            await self._start()
+            ready = True
+            self.reporter.send(f"ready {loopdev.device_path(self.index)}")
+            log.info("mapped %s at %s", spec_label(self.spec), loopdev.device_path(self.index))
+            stop_wait = asyncio.ensure_future(self.stop.wait())
+            await asyncio.wait({stop_wait, self.fuse_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_wait.cancel()
+            if self.fuse_task.done():
+                exc = self.fuse_task.exception() if not self.fuse_task.cancelled() else None
+                self.exit_error = exc or errors.IOError("FUSE session ended unexpectedly")
+                log.error("FUSE main loop ended: %r", self.exit_error)
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, then cleaned up
+            log.exception("map failed")
+            self.exit_error = exc
+            if not ready:
+                self.reporter.error(exc)
+        finally:
+            cleanup_err = await self._shutdown()
+            if self.exit_error is None:
+                self.exit_error = cleanup_err
+            if not self.done.done():
+                self.done.set_result(self.exit_error)
+            await asyncio.sleep(0.05)  # let a waiting unmap request get its reply
+            if self.server is not None:
+                self.server.close()
+            self.pool.shutdown(wait=False)
+        if self.exit_error is None:
+            log.info("unmapped cleanly")
+            return 0
+        return 1
+
+    async def _start(self) -> None:
+        import pyfuse3
+        import pyfuse3.asyncio
+
+        self.image = await self.open_image()
+        ro = bool(self.spec.get("read_only") or self.image.read_only)
+        self.read_only = ro
+        label = spec_label(self.spec)
+        safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", label.replace("/", "."))
+        self.mountpoint = os.path.join(registry.subdir("mnt"), f"{safe}.{os.getpid()}")
+        with open(self.mountpoint, "w"):
+            pass
+        self.ops = ImageFile(self.image, read_only=ro, direct_io=self.fuse_dio)
+        fsname = "pyceph:" + re.sub(r"[,\s\\]", "_", label)
+        options = {"default_permissions", f"fsname={fsname}", "subtype=pyceph"}
+        if ro:
+            options.add("ro")
+        pyfuse3.asyncio.enable()
+        pyfuse3.init(self.ops, self.mountpoint, options)
+        self.mounted = True
+        self.fuse_task = asyncio.ensure_future(pyfuse3.main(min_tasks=2, max_tasks=self.max_tasks))
+        if self.private_ns and self.max_background:
+            _tune_fuse_connection(self.mountpoint, self.max_background)
+        self.index, self.loop_fd = await self._blocking(self._attach, ro, "pyceph:" + label)
+        self.dev_id = str(self.index)
+        st = loopdev.get_status(self.loop_fd)
+        log.info("loop%d attached: read_only=%s direct_io=%s autoclear=%s",
+                 self.index, st.read_only, st.direct_io, st.autoclear)
+        registry.write_record({
+            "id": self.dev_id,
+            "pool": self.spec["pool"],
+            "namespace": self.spec.get("namespace") or "",
+            "name": self.spec["name"],
+            "snap": self.spec.get("snap") or "-",
+            "device": loopdev.device_path(self.index),
+            "pid": os.getpid(),
+            "pid_start": registry.process_start_time(os.getpid()),
+            "mountpoint": self.mountpoint,
+            "read_only": ro,
+            "direct_io": st.direct_io,
+            "socket": registry.socket_path(self.dev_id),
+            "log": os.environ.get(LOG_ENV, ""),
+        })
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(registry.socket_path(self.dev_id))
+        self.server = await asyncio.start_unix_server(self._control, path=registry.socket_path(self.dev_id))
+
+    def _attach(self, ro: bool, label: str) -> tuple[int, int]:
+        # opening the FUSE file sends requests to our own loop: must not run on it
+        fd = os.open(self.mountpoint, (os.O_RDONLY if ro else os.O_RDWR) | os.O_CLOEXEC)
+        try:
+            return loopdev.attach(fd, read_only=ro, label=label, direct_io=self.loop_dio,
+                                  autoclear=True, partscan=self.partscan)
+        finally:
+            os.close(fd)  # the loop device holds its own reference
+
+    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = (await reader.readline()).decode().strip()
+            if line == "unmap":
+                self.stop.set()
+                err = await asyncio.shield(self.done)
+                if err is None:
+                    writer.write(b"ok\n")
+                else:
+                    writer.write(f"error {errno_of(err)} {type(err).__name__} {err}\n".encode())
+            elif line == "stats":
+                writer.write((json.dumps(self.ops.stats if self.ops else {}) + "\n").encode())
+            else:
+                writer.write(b"error 22 InvalidArgumentError unknown command\n")
+            await writer.drain()
+        except Exception as e:  # noqa: BLE001 - a bad client must not stop the daemon
+            log.warning("control connection: %r", e)
+        finally:
+            writer.close()
+
+    async def _shutdown(self) -> BaseException | None:
+        """Tear down in the reverse order; never raises, returns the first error."""
+        import pyfuse3
+
+        first: BaseException | None = None
+
+        def note(e: BaseException, what: str) -> None:
+            nonlocal first
+            log.error("%s: %r", what, e)
+            if first is None:
+                first = e
+
+        if self.dev_id is not None:
+            registry.remove_record(self.dev_id, os.getpid())
+        if self.loop_fd is not None:
+            try:
+                await self._blocking(self._detach)
+            except Exception as e:  # noqa: BLE001
+                note(e, "detaching the loop device")
+        if self.image is not None and not getattr(self, "read_only", True):
+            try:
+                await self.image.flush()
+            except Exception as e:  # noqa: BLE001
+                note(e, "final flush")
+        if self.fuse_task is not None:
+            if not self.fuse_task.done():
+                pyfuse3.terminate()
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.fuse_task), 10)
+                except asyncio.TimeoutError:
+                    self.fuse_task.cancel()
+                except Exception as e:  # noqa: BLE001
+                    note(e, "FUSE main loop")
+            elif not self.fuse_task.cancelled() and self.fuse_task.exception() is not None:
+                pass  # already reported as the exit error
+        if self.mounted:
+            try:
+                pyfuse3.close(unmount=True)
+            except Exception as e:  # noqa: BLE001
+                note(e, "unmounting")
+            self.mounted = False
+        if self.mountpoint is not None:
+            if not self.private_ns and registry.is_mounted(self.mountpoint):
+                with contextlib.suppress(OSError):
+                    registry.lazy_unmount(self.mountpoint)
+            with contextlib.suppress(OSError):
+                os.unlink(self.mountpoint)
+        if self.image is not None:
+            try:
+                await self.image.close()
+            except Exception as e:  # noqa: BLE001
+                note(e, "closing the image")
+        return first
+
+    def _detach(self) -> None:
+        fd, index = self.loop_fd, self.index
+        try:
+            if not self.read_only:
+                try:
+                    os.fsync(fd)  # block-device cache + REQ_OP_FLUSH -> image.flush()
+                except OSError as e:
+                    log.error("fsync of loop%d: %s", index, e)
+            loopdev.detach(fd)
+        finally:
+            os.close(fd)
+            self.loop_fd = None
+        # with other openers the kernel detaches at their last close; keep serving till then
+        if not loopdev.wait_detached(index, self.detach_timeout):
+            log.error("loop%d still attached after %.0fs (held open); unmounting anyway",
+                      index, self.detach_timeout)
+
+
+def run_daemon(
+    spec: dict[str, Any],
+    open_image: Callable[[], Awaitable[BlockImage]],
+    ready_fd: int | None = None,
+) -> int:
+    """Body of the mapping daemon process; returns its exit code (0 = clean unmap).
+
+    ``spec`` holds pool, namespace, name, snap ("-" or None for the head), read_only
+    and options (dict; honoured keys: direct_io (loop direct I/O, default on),
+    fuse_direct_io (FOPEN_DIRECT_IO on the FUSE file, default off: it serialises
+    loop's requests), partscan (default off), max_tasks (concurrent FUSE requests
+    served, default 64), max_background (kernel cap on async FUSE requests,
+    default 64), detach_timeout (seconds, default 30)).  ``open_image`` is
+    awaited inside the daemon's event loop.  ``ready_fd`` (default: env
+    ``PYCEPH_MAP_READY_FD``; None prints to stdout) receives one line, ``ready
+    <device>`` or ``error <errno> <ErrorClass> <message>``.  Must be called from the
+    main thread before other threads are started (it unshares the mount namespace).
+    """
+    if ready_fd is None:
+        ready_fd = ready_fd_from_env()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                            format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    reporter = _Reporter(ready_fd)
+    try:
+        private = _private_mount_ns()
+        return asyncio.run(_Daemon(spec, open_image, reporter, private).run())
+    except BaseException as exc:  # noqa: BLE001
+        log.exception("map daemon failed")
+        reporter.error(exc)
+        return 1

@@ -1,0 +1,431 @@
+"""Client configuration: ceph.conf, keyrings, entity name, monitor addresses.
+
+Follows Ceph's lookup rules (``src/common/config.cc``, ``src/common/ConfUtils.cc``,
+``src/mon/MonMap.cc: build_initial``) and the kernel's single option string idea
+(``net/ceph/ceph_common.c``): everything the client needs ends up in one
+:class:`ClientConfig`.
+
+Lookup order for the conf file: explicit path (``-c``), ``$CEPH_CONF``,
+``/etc/ceph/$cluster.conf``, ``~/.ceph/$cluster.conf``, ``./$cluster.conf``; if none
+exists, the pyceph dev cluster's ``ceph.conf`` (so the demo needs no configuration).
+Keyring: explicit path (``-k``), ``key``/``keyfile``/``keyring`` options, then
+``/etc/ceph/$cluster.$name.keyring``, ``/etc/ceph/$cluster.keyring``, ``/etc/ceph/keyring``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .types import (
+    ADDR_TYPE_LEGACY,
+    ADDR_TYPE_MSGR2,
+    EntityAddr,
+    EntityAddrvec,
+    EntityName,
+)
+
+MSGR2_PORT = 3300
+LEGACY_PORT = 6789
+
+# Defaults for the options the client reads (seconds unless named otherwise).
+DEFAULTS: dict[str, str] = {
+    "client_mount_timeout": "30",
+    "rados_mon_op_timeout": "0",
+    "rados_osd_op_timeout": "0",
+    "osd_request_timeout": "0",
+    "mon_client_hunt_interval": "3",
+    "mon_client_ping_interval": "10",
+    "ms_connection_idle_timeout": "900",
+    "osd_idle_ttl": "60",
+    "ms_mon_client_mode": "crc",
+    "ms_client_mode": "crc",
+    "rbd_default_order": "22",
+    "rbd_default_features": "1",
+}
+
+
+def normalize_key(k: str) -> str:
+    """Ceph treats ``mon host``, ``mon_host`` and ``mon-host`` as one option."""
+    return re.sub(r"[\s\-]+", "_", k.strip().lower())
+
+
+def parse_conf_text(text: str, origin: str = "<string>") -> dict[str, dict[str, str]]:
+    """Parse ceph.conf text into ``{section: {normalized_key: value}}``.
+
+    Handles ``;``/``#`` comments, line continuations with ``\\``, quoted values and
+    ``key = value`` pairs.  Raises :class:`ConfigError` on a line it cannot read.
+    """
+    sections: dict[str, dict[str, str]] = {}
+    cur: dict[str, str] | None = None
+    pending = ""
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = pending + raw
+        pending = ""
+        if line.endswith("\\"):
+            pending = line[:-1]
+            continue
+        s = _strip_comment(line).strip()
+        if not s:
+            continue
+        if s.startswith("["):
+            if not s.endswith("]"):
+                raise ConfigError(f"{origin}:{lineno}: bad section header {s!r}")
+            name = s[1:-1].strip()
+            cur = sections.setdefault(name, {})
+            continue
+        if "=" not in s:
+            raise ConfigError(f"{origin}:{lineno}: expected 'key = value', got {s!r}")
+        k, _, v = s.partition("=")
+        v = v.strip()
+        if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+            v = v[1:-1]
+        if cur is None:
+            cur = sections.setdefault("global", {})
+        cur[normalize_key(k)] = v
+    return sections
+
+
+def _strip_comment(line: str) -> str:
+    out = []
+    quote = None
+    for ch in line:
+        if quote:
+            if ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+        elif ch in ";#":
+            break
+        out.append(ch)
+    return "".join(out)
+
+
+def parse_keyring_text(text: str, origin: str = "<keyring>") -> dict[str, str]:
+    """Keyring file -> ``{entity name: base64 key}``."""
+    out = {}
+    for section, kv in parse_conf_text(text, origin).items():
+        if "key" in kv:
+            out[section] = kv["key"]
+    return out
+
+
+def _resolve(host: str) -> list[str]:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return [host]
+    except OSError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as e:
+        raise ConfigError(f"cannot resolve monitor host {host!r}: {e}") from e
+    seen = []
+    for info in infos:
+        ip = info[4][0]
+        if ip not in seen:
+            seen.append(ip)
+    return seen
+
+
+def _parse_one_addr(tok: str) -> list[EntityAddr]:
+    """``v2:1.2.3.4:3300/0``, ``v1:...``, ``1.2.3.4:6789``, ``1.2.3.4``, ``host``."""
+    tok = tok.strip()
+    atype = None
+    if tok.startswith("v2:"):
+        atype, tok = ADDR_TYPE_MSGR2, tok[3:]
+    elif tok.startswith("v1:"):
+        atype, tok = ADDR_TYPE_LEGACY, tok[3:]
+    elif tok.startswith("any:"):
+        tok = tok[4:]
+    nonce = 0
+    if "/" in tok:
+        tok, _, n = tok.rpartition("/")
+        nonce = int(n)
+    port = None
+    if tok.startswith("["):
+        host, _, rest = tok[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif tok.count(":") == 1:
+        host, _, p = tok.partition(":")
+        port = int(p)
+    else:
+        host = tok
+    out = []
+    for ip in _resolve(host):
+        if atype is not None:
+            out.append(EntityAddr(atype, nonce, ip, port or (MSGR2_PORT if atype == ADDR_TYPE_MSGR2 else LEGACY_PORT)))
+        elif port is None:
+            # Ceph: a bare address means "both protocols on their default ports".
+            out.append(EntityAddr(ADDR_TYPE_MSGR2, nonce, ip, MSGR2_PORT))
+            out.append(EntityAddr(ADDR_TYPE_LEGACY, nonce, ip, LEGACY_PORT))
+        elif port == LEGACY_PORT:
+            out.append(EntityAddr(ADDR_TYPE_LEGACY, nonce, ip, port))
+        else:
+            out.append(EntityAddr(ADDR_TYPE_MSGR2, nonce, ip, port))
+    return out
+
+
+def parse_mon_host(value: str) -> list[EntityAddrvec]:
+    """Parse a ``mon host`` value into one addrvec per monitor.
+
+    Accepts every form Ceph does: ``[v2:a:3300,v1:a:6789] [v2:b:3300,v1:b:6789]``,
+    ``a:6789,b:6789``, ``a b c`` (bare names/IPs: both v2:3300 and v1:6789), hostnames.
+    Raises :class:`ConfigError` when the value is empty or malformed.
+    """
+    s = value.strip()
+    if not s:
+        raise ConfigError("mon host is empty")
+    mons: list[EntityAddrvec] = []
+    i = 0
+    try:
+        while i < len(s):
+            ch = s[i]
+            if ch in " ,;\t":
+                i += 1
+                continue
+            if ch == "[" and (s.startswith("[v", i) or s.startswith("[any", i)):
+                # An IPv6 literal inside a vector ends with ']' too: find the vector's own end.
+                depth = 0
+                for j in range(i, len(s)):
+                    if s[j] == "[":
+                        depth += 1
+                    elif s[j] == "]":
+                        depth -= 1
+                        if depth == 0:
+                            break
+                inner = s[i + 1 : j]
+                addrs: list[EntityAddr] = []
+                for tok in _split_top(inner):
+                    addrs.extend(_parse_one_addr(tok))
+                mons.append(EntityAddrvec(tuple(addrs)))
+                i = j + 1
+                continue
+            j = i
+            depth = 0
+            while j < len(s) and (depth or s[j] not in " ,;\t"):
+                if s[j] == "[":
+                    depth += 1
+                elif s[j] == "]":
+                    depth -= 1
+                j += 1
+            addrs = _parse_one_addr(s[i:j])
+            # Bare hosts may resolve to several IPs: one monitor each, per address family pair.
+            by_ip: dict[str, list[EntityAddr]] = {}
+            for a in addrs:
+                by_ip.setdefault(a.ip, []).append(a)
+            for group in by_ip.values():
+                mons.append(EntityAddrvec(tuple(group)))
+            i = j
+    except (ValueError, IndexError) as e:
+        raise ConfigError(f"cannot parse mon host {value!r}: {e}") from e
+    if not mons:
+        raise ConfigError(f"mon host {value!r} names no monitor")
+    return mons
+
+
+def _split_top(s: str) -> list[str]:
+    out, depth, cur = [], 0, ""
+    for ch in s:
+        if ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur)
+    return out
+
+
+def default_dev_conf() -> Path:
+    from .cluster import default_cluster_dir
+
+    return Path(default_cluster_dir()) / "ceph.conf"
+
+
+def find_conf(explicit: str | None, cluster: str = "ceph") -> Path | None:
+    """Return the ceph.conf path to use (see the module doc), or None if none exists."""
+    if explicit:
+        p = Path(explicit).expanduser()
+        if not p.exists():
+            raise ConfigError(f"config file {explicit} not found")
+        return p
+    env = os.environ.get("CEPH_CONF")
+    if env:
+        p = Path(env).expanduser()
+        if not p.exists():
+            raise ConfigError(f"CEPH_CONF={env} not found")
+        return p
+    for cand in (
+        Path(f"/etc/ceph/{cluster}.conf"),
+        Path.home() / ".ceph" / f"{cluster}.conf",
+        Path(f"{cluster}.conf"),
+    ):
+        if cand.exists():
+            return cand
+    dev = default_dev_conf()
+    if dev.exists():
+        return dev
+    return None
+
+
+@dataclass
+class ClientConfig:
+    """Everything needed to reach and authenticate to a cluster.
+
+    - ``name``: the entity (``client.admin``);
+    - ``key``: the base64 secret from the keyring (``None`` when auth is none);
+    - ``mon_addrs``: one :class:`EntityAddrvec` per monitor from ``mon host``;
+    - ``options``: every other option, keys normalized (``client_mount_timeout``).
+    """
+
+    name: EntityName
+    key: str | None
+    mon_addrs: list[EntityAddrvec]
+    options: dict[str, str] = field(default_factory=dict)
+    conf_path: str | None = None
+    keyring_path: str | None = None
+    cluster: str = "ceph"
+    fsid: str | None = None
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        k = normalize_key(key)
+        return self.options.get(k, DEFAULTS.get(k, default))
+
+    def get_float(self, key: str, default: float = 0.0) -> float:
+        v = self.get(key)
+        if v is None:
+            return default
+        try:
+            return float(v)
+        except ValueError as e:
+            raise ConfigError(f"option {key} = {v!r} is not a number") from e
+
+    def get_int(self, key: str, default: int = 0) -> int:
+        return int(self.get_float(key, default))
+
+    @property
+    def auth_required(self) -> bool:
+        mode = self.get("auth_client_required") or self.get("auth_supported") or "cephx"
+        return "cephx" in mode
+
+    @classmethod
+    def load(
+        cls,
+        conffile: str | None = None,
+        name: str | None = None,
+        client_id: str | None = None,
+        keyring: str | None = None,
+        mon_host: str | None = None,
+        key: str | None = None,
+        overrides: dict[str, str] | None = None,
+        cluster: str = "ceph",
+    ) -> "ClientConfig":
+        """Build a config with Ceph's lookup rules.
+
+        ``name`` (``client.foo``) wins over ``client_id`` (``foo``); default ``client.admin``
+        (or ``$CEPH_ARGS``-style ``--id`` handled by the CLI).  Raises :class:`ConfigError`
+        when no monitor address or no key can be found, naming what was searched.
+        """
+        if name:
+            try:
+                ename = EntityName.parse(name)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
+        else:
+            ename = EntityName.parse(f"client.{client_id or 'admin'}")
+        path = find_conf(conffile, cluster)
+        sections: dict[str, dict[str, str]] = {}
+        if path is not None:
+            try:
+                sections = parse_conf_text(path.read_text(), str(path))
+            except OSError as e:
+                raise ConfigError(f"cannot read {path}: {e}") from e
+        opts: dict[str, str] = {}
+        # Most specific section wins: [global] < [client] < [client.admin].
+        for sec in ("global", ENTITY_SECTION[ename.type] if ename.type in ENTITY_SECTION else "client", str(ename)):
+            opts.update(sections.get(sec, {}))
+        for k, v in (overrides or {}).items():
+            opts[normalize_key(k)] = v
+        meta = {"$cluster": cluster, "$name": str(ename), "$id": ename.id, "$type": "client"}
+
+        def expand(v: str) -> str:
+            for m, r in meta.items():
+                v = v.replace(m, r).replace("${" + m[1:] + "}", r)
+            return v
+
+        mon_value = mon_host or opts.get("mon_host")
+        if not mon_value:
+            # Old-style [mon.X] sections with "mon addr".
+            addrs = [kv["mon_addr"] for s, kv in sections.items() if s.startswith("mon.") and "mon_addr" in kv]
+            mon_value = " ".join(addrs)
+        if not mon_value:
+            where = str(path) if path else "no ceph.conf found (searched -c, $CEPH_CONF, /etc/ceph/ceph.conf, ~/.ceph/ceph.conf, ./ceph.conf, the pyceph dev cluster)"
+            raise ConfigError(f"no monitor address: 'mon host' is not set ({where})")
+        mons = parse_mon_host(mon_value)
+
+        secret = key or opts.get("key")
+        keyring_used = None
+        if not secret and opts.get("keyfile"):
+            kf = Path(expand(opts["keyfile"])).expanduser()
+            try:
+                secret = kf.read_text().strip()
+            except OSError as e:
+                raise ConfigError(f"cannot read keyfile {kf}: {e}") from e
+            keyring_used = str(kf)
+        if not secret:
+            candidates: list[str] = []
+            if keyring:
+                candidates = [keyring]
+            elif opts.get("keyring"):
+                candidates = [p.strip() for p in re.split(r"[,;]", opts["keyring"]) if p.strip()]
+            else:
+                candidates = [
+                    f"/etc/ceph/{cluster}.{ename}.keyring",
+                    f"/etc/ceph/{cluster}.keyring",
+                    "/etc/ceph/keyring",
+                ]
+            tried = []
+            for c in candidates:
+                p = Path(expand(c)).expanduser()
+                if not p.is_absolute() and path is not None and not p.exists():
+                    p = path.parent / p
+                tried.append(str(p))
+                if p.exists():
+                    try:
+                        keys = parse_keyring_text(p.read_text(), str(p))
+                    except OSError as e:
+                        raise ConfigError(f"cannot read keyring {p}: {e}") from e
+                    if str(ename) in keys:
+                        secret = keys[str(ename)]
+                        keyring_used = str(p)
+                        break
+                    if keyring:
+                        raise ConfigError(f"keyring {p} has no key for {ename}")
+            cfg_auth = opts.get("auth_client_required", "cephx")
+            if not secret and "cephx" in cfg_auth:
+                raise ConfigError(
+                    f"no key for {ename}: searched keyring(s) {', '.join(tried) or '(none)'}"
+                )
+        return cls(
+            name=ename,
+            key=secret,
+            mon_addrs=mons,
+            options=opts,
+            conf_path=str(path) if path else None,
+            keyring_path=keyring_used,
+            cluster=cluster,
+            fsid=opts.get("fsid"),
+        )
+
+
+ENTITY_SECTION = {0x08: "client", 0x04: "osd", 0x01: "mon", 0x10: "mgr", 0x02: "mds"}

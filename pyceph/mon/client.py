@@ -1,0 +1,407 @@
+"""MonClient: the session with the monitors (the kernel's ``net/ceph/mon_client.c``).
+
+It hunts for a monitor (every monitor of the MonMap, not only those in ceph.conf, in
+random order), authenticates with cephx inside the msgr2 handshake, fetches service
+tickets with MAuth, subscribes to the MonMap and OSDMaps, keeps the current OSDMap
+(full and incremental maps), and runs mon commands.
+
+It plugs into the generic messenger as its ``ops`` (``dispatch``, ``fault`` and the
+auth hooks), like ``mon_con_ops`` in the kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import socket
+import time
+from typing import Any, Callable
+
+from ..auth.cephx import CephxClient
+from ..auth.crypto import CryptoKey
+from ..config import ClientConfig
+from ..errors import (
+    AuthError,
+    ConfigError,
+    Error,
+    FeatureNotSupported,
+    MonitorUnreachable,
+    ProtocolError,
+    TimedOut,
+    make_ex,
+)
+from ..msgr.connection import Connection
+from ..msgr.message import Message
+from ..osdmap import OSDMap
+from ..types import (
+    ADDR_TYPE_MSGR2,
+    ENTITY_TYPE_MGR,
+    ENTITY_TYPE_MON,
+    ENTITY_TYPE_OSD,
+    EntityAddr,
+)
+from .messages import (
+    MAuth,
+    MAuthReply,
+    MMonCommand,
+    MMonCommandAck,
+    MMonGetVersion,
+    MMonGetVersionReply,
+    MMonMap,
+    MMonSubscribe,
+    MOSDMap,
+)
+from .monmap import MonMap
+
+log = logging.getLogger("pyceph.mon")
+
+CEPH_AUTH_CEPHX = 2
+_SUB_ONETIME = 1
+
+
+class MonClient:
+    """Session with the monitor cluster.
+
+    ``MonClient(config)``; ``await monc.open_session(timeout)`` authenticates and waits
+    for the first MonMap and OSDMap.  ``monc.osdmap`` is the current :class:`OSDMap`;
+    ``monc.add_osdmap_listener(fn)`` calls ``fn(osdmap)`` after each new epoch.
+
+    Errors: :class:`AuthError` (wrong key/entity, raised at once, not retried on other
+    monitors), :class:`MonitorUnreachable` (no monitor answered within ``timeout``; its
+    ``addrs`` names every address tried).
+    """
+
+    def __init__(self, config: ClientConfig):
+        self.config = config
+        if config.key is None:
+            raise ConfigError(f"no key for {config.name}; pyceph needs cephx")
+        try:
+            secret = CryptoKey.from_base64(config.key)
+        except Error as e:
+            raise ConfigError(f"bad key for {config.name}: {e}") from e
+        self.auth = CephxClient(config.name, secret, ENTITY_TYPE_MON | ENTITY_TYPE_OSD | ENTITY_TYPE_MGR)
+        self.monmap: MonMap | None = None
+        self.osdmap: OSDMap | None = None
+        self.con: Connection | None = None
+        self.cur_mon: str | None = None
+        self.fsid: bytes | None = None
+        self._closing = False
+        self._tid = 0
+        self._commands: dict[int, asyncio.Future] = {}
+        self._versions: dict[int, asyncio.Future] = {}
+        self._tickets_event: asyncio.Event | None = None
+        self._map_event: asyncio.Event | None = None
+        self._osdmap_listeners: list[Callable[[OSDMap], Any]] = []
+        self._osdmap_waiters: list[tuple[int, asyncio.Future]] = []
+        self._reopen_task: asyncio.Task | None = None
+        self._renew_task: asyncio.Task | None = None
+        self._session_ready: asyncio.Event | None = None
+        self.state = "closed"
+        self.hostname = socket.gethostname()
+
+    # -- public API ---------------------------------------------------------------------
+    @property
+    def global_id(self) -> int:
+        return self.auth.global_id
+
+    def add_osdmap_listener(self, fn: Callable[[OSDMap], Any]) -> None:
+        self._osdmap_listeners.append(fn)
+
+    def candidate_addrs(self) -> list[EntityAddr]:
+        """msgr2 addresses of every known monitor (MonMap first, else ceph.conf)."""
+        out: list[EntityAddr] = []
+        vecs = []
+        if self.monmap is not None:
+            vecs = [self.monmap.get_addrs(r) for r in range(len(self.monmap.ranks))]
+        if not vecs:
+            vecs = self.config.mon_addrs
+        for v in vecs:
+            a = v.get(ADDR_TYPE_MSGR2)
+            if a is not None:
+                out.append(a)
+        return out
+
+    async def open_session(self, timeout: float | None = None) -> None:
+        """Hunt for a monitor, authenticate, get tickets, the MonMap and an OSDMap.
+
+        ``timeout`` in seconds (default ``client_mount_timeout``).  Raises
+        :class:`AuthError`, :class:`MonitorUnreachable`, :class:`ConfigError`.
+        """
+        if timeout is None:
+            timeout = self.config.get_float("client_mount_timeout", 30.0)
+        self._closing = False
+        self._tickets_event = asyncio.Event()
+        self._map_event = asyncio.Event()
+        self._session_ready = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self.candidate_addrs():
+            v1 = [str(a) for v in self.config.mon_addrs for a in v.addrs]
+            raise ConfigError(
+                "no msgr2 monitor address in 'mon host' (pyceph speaks msgr2 only); got: " + ", ".join(v1)
+            )
+        await self._hunt(deadline)
+        remaining = max(0.1, deadline - loop.time())
+        try:
+            await asyncio.wait_for(self._tickets_event.wait(), remaining)
+            await asyncio.wait_for(self._map_event.wait(), max(0.1, deadline - loop.time()))
+        except asyncio.TimeoutError:
+            raise TimedOut(f"monitor {self.cur_mon} did not send tickets and maps within {timeout:g}s") from None
+        self._renew_task = asyncio.create_task(self._renew_loop(), name="monc renew")
+
+    async def close(self) -> None:
+        self._closing = True
+        for t in (self._reopen_task, self._renew_task):
+            if t is not None:
+                t.cancel()
+        if self.con is not None:
+            await self.con.close()
+            self.con = None
+        for fut in list(self._commands.values()) + list(self._versions.values()):
+            if not fut.done():
+                fut.set_exception(make_ex(-108, "monitor session closed"))
+        self.state = "closed"
+
+    async def command(self, cmd: dict | str, inbuf: bytes = b"", timeout: float = 30.0) -> tuple[int, bytes, str]:
+        """Run a mon command (JSON).  Returns ``(ret, outbuf, outs)``; ``ret`` is 0 or -errno."""
+        if isinstance(cmd, dict):
+            cmd = json.dumps(cmd)
+        self._tid += 1
+        tid = self._tid
+        fut = asyncio.get_running_loop().create_future()
+        self._commands[tid] = fut
+        msg = MMonCommand(fsid=self.fsid or bytes(16), cmd=[cmd], inbl=inbuf, tid=tid)
+        self._send(msg.to_message(self._features()))
+        try:
+            ack: MMonCommandAck = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise TimedOut(f"mon command {cmd} timed out after {timeout:g}s") from None
+        finally:
+            self._commands.pop(tid, None)
+        return ack.r, ack.outbl, ack.rs
+
+    async def wait_for_osdmap(self, min_epoch: int, timeout: float | None = None) -> OSDMap:
+        """Wait until ``osdmap.epoch >= min_epoch`` (asking the monitor for newer maps)."""
+        if self.osdmap is not None and self.osdmap.epoch >= min_epoch:
+            return self.osdmap
+        fut = asyncio.get_running_loop().create_future()
+        self._osdmap_waiters.append((min_epoch, fut))
+        self.request_osdmap(onetime=True)
+        if timeout:
+            return await asyncio.wait_for(fut, timeout)
+        return await fut
+
+    def request_osdmap(self, onetime: bool = False) -> None:
+        """(Re)subscribe to OSDMaps newer than the one we hold."""
+        start = (self.osdmap.epoch + 1) if self.osdmap is not None else 0
+        what = {"osdmap": (start, _SUB_ONETIME if onetime else 0)}
+        if self.con is not None:
+            self._send(MMonSubscribe(what=what, hostname=self.hostname).to_message(self._features()))
+
+    # -- hunting ------------------------------------------------------------------------
+    async def _hunt(self, deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        tried: list[str] = []
+        errors: list[str] = []
+        hunt_interval = self.config.get_float("mon_client_hunt_interval", 3.0)
+        attempt = 0
+        while True:
+            addrs = self.candidate_addrs()
+            random.shuffle(addrs)
+            for addr in addrs:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    raise MonitorUnreachable(
+                        f"no monitor reachable; tried {', '.join(dict.fromkeys(tried))}"
+                        + (f" ({'; '.join(dict.fromkeys(errors))})" if errors else ""),
+                        addrs=list(dict.fromkeys(tried)),
+                    )
+                per_try = min(remaining, max(hunt_interval, 1.0) * (1 + attempt))
+                tried.append(str(addr))
+                self.state = "hunting"
+                con = Connection(
+                    addr,
+                    self,
+                    peer_type=ENTITY_TYPE_MON,
+                    global_id=self.auth.global_id or None,
+                )
+                try:
+                    await con.connect(per_try)
+                except AuthError:
+                    raise
+                except FeatureNotSupported:
+                    raise
+                except (TimedOut, ProtocolError, Error, OSError) as e:
+                    errors.append(str(e))
+                    log.info("mon %s: %s", addr, e)
+                    continue
+                self.con = con
+                self.cur_mon = str(addr)
+                self.state = "open"
+                log.info("mon session open with %s, global_id %d", addr, self.auth.global_id)
+                self._session_opened()
+                return
+            attempt += 1
+            # Back off with jitter before walking the list again.
+            await asyncio.sleep(min(max(0.0, deadline - loop.time()), random.uniform(0.1, 0.5) * attempt))
+
+    def _session_opened(self) -> None:
+        what = {"monmap": ((self.monmap.epoch + 1) if self.monmap else 0, 0)}
+        what["osdmap"] = ((self.osdmap.epoch + 1) if self.osdmap else 0, 0)
+        self._send(MMonSubscribe(what=what, hostname=self.hostname).to_message(self._features()))
+        # msgr2 auth normally brings the service tickets along with the auth ticket.
+        if self.auth.need_service_tickets(time.time()):
+            self._request_tickets()
+        elif self._tickets_event is not None:
+            self._tickets_event.set()
+        # Commands sent to a dead monitor are resent to the new one (they are idempotent reads
+        # or carry a tid the new leader re-evaluates, as the kernel does).
+        if self._session_ready is not None:
+            self._session_ready.set()
+
+    def _request_tickets(self) -> None:
+        if self.con is None:
+            return
+        payload = self.auth.build_service_ticket_request()
+        msg = MAuth(protocol=CEPH_AUTH_CEPHX, auth_payload=payload,
+                    monmap_epoch=self.monmap.epoch if self.monmap else 0)
+        self._send(msg.to_message(self._features()))
+
+    async def _renew_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(5.0)
+            try:
+                if self.auth.need_service_tickets(time.time()):
+                    self._request_tickets()
+            except Error as e:
+                log.warning("ticket renewal: %s", e)
+
+    def _features(self) -> int:
+        return self.con.features if self.con is not None and self.con.features else 0xFFFFFFFFFFFFFFFF
+
+    def _send(self, msg: Message) -> None:
+        if self.con is None:
+            raise make_ex(-107, "no monitor session")
+        self.con.send(msg)
+
+    # -- connection ops (ceph_connection_operations) ---------------------------------------
+    def get_auth_request(self, con):
+        return self.auth.get_auth_request(con)
+
+    def handle_auth_reply_more(self, con, payload):
+        return self.auth.handle_auth_reply_more(con, payload)
+
+    def handle_auth_done(self, con, global_id, con_mode, payload):
+        return self.auth.handle_auth_done(con, global_id, con_mode, payload)
+
+    def handle_auth_bad_method(self, con, method, result, allowed_methods, allowed_modes):
+        return self.auth.handle_auth_bad_method(con, method, result, allowed_methods, allowed_modes)
+
+    def dispatch(self, con: Connection, msg: Message) -> None:
+        if con is not self.con:
+            return
+        t = msg.type
+        if t == MOSDMap.MSG_TYPE:
+            self._handle_osdmap(MOSDMap.from_message(msg))
+        elif t == MMonMap.MSG_TYPE:
+            m = MMonMap.from_message(msg)
+            self.monmap = m.monmap if m.monmap is not None else MonMap.decode(m.monmap_bl)
+            self.fsid = self.monmap.fsid
+        elif t == MAuthReply.MSG_TYPE:
+            r = MAuthReply.from_message(msg)
+            try:
+                self.auth.handle_service_ticket_reply(r.result_bl, r.result, r.result_msg)
+            except AuthError as e:
+                log.error("service tickets: %s", e)
+                return
+            if self._tickets_event is not None:
+                self._tickets_event.set()
+        elif t == MMonCommandAck.MSG_TYPE:
+            ack = MMonCommandAck.from_message(msg)
+            fut = self._commands.get(msg.tid)
+            if fut is not None and not fut.done():
+                fut.set_result(ack)
+        elif t == MMonGetVersionReply.MSG_TYPE:
+            rep = MMonGetVersionReply.from_message(msg)
+            fut = self._versions.get(rep.handle)
+            if fut is not None and not fut.done():
+                fut.set_result(rep)
+        else:
+            log.debug("mon: ignoring message type %d", t)
+
+    def fault(self, con: Connection, exc: Exception) -> None:
+        if con is not self.con or self._closing:
+            return
+        log.warning("mon %s: fault: %s; hunting for another monitor", self.cur_mon, exc)
+        self.con = None
+        self.state = "hunting"
+        if self._reopen_task is None or self._reopen_task.done():
+            self._reopen_task = asyncio.get_running_loop().create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        backoff = 0.2
+        while not self._closing:
+            loop = asyncio.get_running_loop()
+            try:
+                await self._hunt(loop.time() + 30.0)
+                # Resend pending commands to the new monitor.
+                return
+            except AuthError as e:
+                log.error("mon re-auth failed: %s", e)
+            except Error as e:
+                log.warning("mon hunt: %s", e)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, 10.0)
+
+    # -- OSDMaps ---------------------------------------------------------------------------
+    def _handle_osdmap(self, m: MOSDMap) -> None:
+        """Apply what an MOSDMap brings, as ``ceph_osdc_handle_map`` does.
+
+        Incrementals are applied in order from our epoch + 1; a full map is used when
+        the incremental chain does not reach (or we have no map yet).  A gap makes us
+        resubscribe from our epoch.
+        """
+        cur = self.osdmap
+        changed = False
+        if cur is not None:
+            e = cur.epoch + 1
+            while e in m.incremental_maps or e in m.maps:
+                if e in m.incremental_maps:
+                    cur.apply_incremental(OSDMap.Incremental.decode(m.incremental_maps[e]))
+                else:
+                    cur = OSDMap.decode(m.maps[e])
+                changed = True
+                e += 1
+        if m.maps:
+            last = max(m.maps)
+            if cur is None or last > cur.epoch:
+                cur = OSDMap.decode(m.maps[last])
+                changed = True
+        if cur is None:
+            # Only incrementals we cannot apply: ask for a full map.
+            self._send(MMonSubscribe(what={"osdmap": (0, 0)}, hostname=self.hostname).to_message(self._features()))
+            return
+        if m.last() > cur.epoch:
+            log.info("osdmap gap: hold %d, peer has %d; resubscribing", cur.epoch, m.last())
+            self._send(MMonSubscribe(what={"osdmap": (cur.epoch + 1, 0)}, hostname=self.hostname).to_message(self._features()))
+        if not changed:
+            return
+        self.osdmap = cur
+        log.debug("osdmap epoch %d", cur.epoch)
+        if self._map_event is not None:
+            self._map_event.set()
+        for fn in list(self._osdmap_listeners):
+            try:
+                fn(cur)
+            except Exception:
+                log.exception("osdmap listener failed")
+        still = []
+        for epoch, fut in self._osdmap_waiters:
+            if cur.epoch >= epoch:
+                if not fut.done():
+                    fut.set_result(cur)
+            else:
+                still.append((epoch, fut))
+        self._osdmap_waiters = still

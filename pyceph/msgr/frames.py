@@ -1,0 +1,752 @@
+"""msgr2.1 wire format, crc mode: banner, frames, and control-frame payloads (sans-IO).
+
+Formats follow Ceph's ``doc/dev/msgr2.rst`` and ``src/msg/async/frames_v2.h`` and the
+kernel's ``net/ceph/messenger_v2.c`` / ``include/linux/ceph/msgr.h``:
+
+- banner: ``"ceph v2\\n"``, ``le16`` payload length, then ``le64`` supported and
+  ``le64`` required msgr2 feature bits (payload may be longer; extra bytes ignored);
+- frame (rev1, crc mode)::
+
+      preamble (32 bytes): u8 tag, u8 num_segments, 4 x (le32 len, le16 align),
+                           2 reserved bytes, le32 crc32c(seed 0) of the first 28 bytes
+      segment 0, le32 crc32c(seed -1) of segment 0
+      segments 1..num_segments-1                      (only if num_segments > 1)
+      epilogue (13 bytes): u8 late_status, 3 x le32 crc of segments 1..3
+                                                      (only if num_segments > 1)
+
+  CRCs are Ceph's ``ceph_crc32c(seed, ...)``: a raw CRC-32C register with no final xor.
+
+Every malformed input raises :class:`pyceph.errors.ProtocolError` (or its subclass
+:class:`~pyceph.errors.DecodeError`); incomplete input makes readers wait for more bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterator, Sequence
+
+import google_crc32c
+
+from ..encoding import Decoder, Encoder
+from ..errors import DecodeError, ProtocolError
+from ..types import EntityAddr, EntityAddrvec
+from .message import Message
+
+# --- banner ------------------------------------------------------------------
+
+BANNER_PREFIX = b"ceph v2\n"
+BANNER_V1_PREFIX = b"ceph v027"
+# msgr2 (banner) feature bits, CEPH_MSGR2_FEATURE_*
+MSGR2_FEATURE_REVISION_1 = 1 << 0
+MSGR2_FEATURE_COMPRESSION = 1 << 1
+MSGR2_SUPPORTED_FEATURES = MSGR2_FEATURE_REVISION_1
+MSGR2_REQUIRED_FEATURES = MSGR2_FEATURE_REVISION_1
+_BANNER_FIXED_LEN = len(BANNER_PREFIX) + 2
+_MAX_BANNER_PAYLOAD = 4096
+
+# --- frame tags (Tag in src/msg/async/frames_v2.h) ------------------------------
+
+TAG_HELLO = 1
+TAG_AUTH_REQUEST = 2
+TAG_AUTH_BAD_METHOD = 3
+TAG_AUTH_REPLY_MORE = 4
+TAG_AUTH_REQUEST_MORE = 5
+TAG_AUTH_DONE = 6
+TAG_AUTH_SIGNATURE = 7
+TAG_CLIENT_IDENT = 8
+TAG_SERVER_IDENT = 9
+TAG_IDENT_MISSING_FEATURES = 10
+TAG_SESSION_RECONNECT = 11
+TAG_SESSION_RESET = 12
+TAG_SESSION_RETRY = 13
+TAG_SESSION_RETRY_GLOBAL = 14
+TAG_SESSION_RECONNECT_OK = 15
+TAG_WAIT = 16
+TAG_MESSAGE = 17
+TAG_KEEPALIVE2 = 18
+TAG_KEEPALIVE2_ACK = 19
+TAG_ACK = 20
+TAG_COMPRESSION_REQUEST = 21
+TAG_COMPRESSION_DONE = 22
+
+# Short aliases named as the brief / msgr2.rst spell them.
+HELLO, AUTH_REQUEST, AUTH_BAD_METHOD, AUTH_REPLY_MORE = 1, 2, 3, 4
+AUTH_REQUEST_MORE, AUTH_DONE, AUTH_SIGNATURE, CLIENT_IDENT = 5, 6, 7, 8
+SERVER_IDENT, IDENT_MISSING_FEATURES, SESSION_RECONNECT, SESSION_RESET = 9, 10, 11, 12
+SESSION_RETRY, SESSION_RETRY_GLOBAL, SESSION_RECONNECT_OK, WAIT = 13, 14, 15, 16
+MESSAGE, KEEPALIVE2, KEEPALIVE2_ACK, ACK = 17, 18, 19, 20
+COMPRESSION_REQUEST, COMPRESSION_DONE = 21, 22
+
+TAG_NAMES = {
+    v: k[4:]
+    for k, v in list(globals().items())
+    if k.startswith("TAG_") and isinstance(v, int)
+}
+
+# --- frame layout ------------------------------------------------------------------
+
+PREAMBLE_LEN = 32
+CRC_LEN = 4
+EPILOGUE_PLAIN_LEN = 13  # late_status + 3 crcs (msgr2.1)
+MAX_NUM_SEGMENTS = 4
+FRAME_LATE_STATUS_ABORTED = 0x1
+FRAME_LATE_STATUS_COMPLETE = 0xE
+FRAME_LATE_STATUS_ABORTED_MASK = 0xF
+# segment_t::DEFAULT_ALIGNMENT (sizeof(void*)) and PAGE_SIZE_ALIGNMENT
+ALIGN_DEFAULT = 8
+ALIGN_PAGE = 4096
+CONTROL_ALIGNS = (ALIGN_DEFAULT, 0, 0, 0)
+MESSAGE_ALIGNS = (ALIGN_DEFAULT, ALIGN_DEFAULT, ALIGN_DEFAULT, ALIGN_PAGE)
+
+DEFAULT_MAX_SEGMENT_LEN = 64 << 20  # bytes
+DEFAULT_MAX_CONTROL_LEN = 16 << 20  # bytes; control payloads are small in practice
+
+_PREAMBLE = struct.Struct("<BB" + "IH" * 4 + "2x")  # 28 bytes, crc follows
+_U32 = struct.Struct("<I")
+_EPILOGUE = struct.Struct("<BIII")
+
+
+def crc32c(data: bytes | bytearray | memoryview, seed: int = 0xFFFFFFFF) -> int:
+    """Ceph's ``ceph_crc32c(seed, data)``: CRC-32C register update, no pre/post inversion.
+
+    ``seed=0xFFFFFFFF`` (-1) is what segment CRCs use; the preamble uses ``seed=0``.
+    """
+    # google_crc32c.extend() inverts on entry and exit; undo both.  Its C code takes
+    # only bytes, so views are copied (callers pass bytes on the hot paths).
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    return google_crc32c.extend(seed ^ 0xFFFFFFFF, data) ^ 0xFFFFFFFF
+
+
+def _crc(data) -> int:
+    return crc32c(data, 0xFFFFFFFF)
+
+
+# --- banner ------------------------------------------------------------------------
+
+
+def encode_banner(
+    supported: int = MSGR2_SUPPORTED_FEATURES, required: int = MSGR2_REQUIRED_FEATURES
+) -> bytes:
+    """The 26-byte msgr2 banner: prefix, le16 16, le64 supported, le64 required."""
+    return BANNER_PREFIX + struct.pack("<HQQ", 16, supported, required)
+
+
+def parse_banner(buf: bytes | bytearray | memoryview) -> tuple[int, int, int] | None:
+    """Parse a banner at the start of ``buf``.
+
+    Returns ``(supported, required, consumed_bytes)``, or ``None`` if ``buf`` is too short
+    yet.  Raises :class:`ProtocolError` for a wrong prefix (e.g. a msgr1 peer) or a payload
+    length below 16 or absurdly large.
+    """
+    n = min(len(buf), len(BANNER_PREFIX))
+    if bytes(buf[:n]) != BANNER_PREFIX[:n]:
+        if bytes(buf[: len(BANNER_V1_PREFIX)]) == BANNER_V1_PREFIX:
+            raise ProtocolError("peer speaks msgr1 (banner 'ceph v027'), need msgr2")
+        raise ProtocolError(f"bad msgr2 banner {bytes(buf[:n])!r}")
+    if len(buf) < _BANNER_FIXED_LEN:
+        return None
+    (plen,) = struct.unpack_from("<H", buf, len(BANNER_PREFIX))
+    if plen < 16 or plen > _MAX_BANNER_PAYLOAD:
+        raise ProtocolError(f"bad msgr2 banner payload length {plen}")
+    if len(buf) < _BANNER_FIXED_LEN + plen:
+        return None
+    supported, required = struct.unpack_from("<QQ", buf, _BANNER_FIXED_LEN)
+    return supported, required, _BANNER_FIXED_LEN + plen
+
+
+# --- frames -------------------------------------------------------------------------
+
+
+@dataclass
+class Frame:
+    """One msgr2 frame: ``tag`` (TAG_*), ``segments`` (1..4 payloads, bytes).
+
+    ``aligns`` are the four preamble alignment fields (``None``: Ceph's defaults for the
+    tag).  ``raw`` holds the frame's exact wire bytes when the reader was asked to keep
+    them (needed for the AUTH_SIGNATURE HMAC).
+    """
+
+    tag: int
+    segments: list[bytes] = field(default_factory=lambda: [b""])
+    aligns: tuple[int, int, int, int] | None = None
+    late_status: int = FRAME_LATE_STATUS_COMPLETE
+    raw: bytes | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def payload(self) -> bytes:
+        """Segment 0 (the control payload, or ceph_msg_header2 for MESSAGE)."""
+        return self.segments[0]
+
+    @property
+    def name(self) -> str:
+        return TAG_NAMES.get(self.tag, str(self.tag))
+
+    def __repr__(self) -> str:
+        lens = "+".join(str(len(s)) for s in self.segments)
+        return f"Frame({self.name}, {lens})"
+
+
+def _segment_count(lens: Sequence[int]) -> int:
+    # Trailing empty segments are not sent; a frame always has segment 0.
+    for i in range(len(lens) - 1, -1, -1):
+        if lens[i]:
+            return i + 1
+    return 1
+
+
+def encode_frame_parts(frame: Frame) -> list[bytes | memoryview]:
+    """Encode ``frame`` (crc mode) as a list of buffers for ``writelines`` (no data copy).
+
+    Raises ValueError for more than 4 segments.
+    """
+    segs = list(frame.segments)
+    if not 1 <= len(segs) <= MAX_NUM_SEGMENTS:
+        raise ValueError(f"frame needs 1..{MAX_NUM_SEGMENTS} segments, got {len(segs)}")
+    lens = [len(s) for s in segs] + [0] * (MAX_NUM_SEGMENTS - len(segs))
+    nseg = _segment_count(lens)
+    aligns = frame.aligns
+    if aligns is None:
+        # Ceph fills alignments only for the segments it sends.
+        base = MESSAGE_ALIGNS if frame.tag == TAG_MESSAGE else CONTROL_ALIGNS
+        aligns = tuple(a if i < nseg else 0 for i, a in enumerate(base))
+    pre = _PREAMBLE.pack(
+        frame.tag, nseg,
+        lens[0], aligns[0], lens[1], aligns[1], lens[2], aligns[2], lens[3], aligns[3],
+    )
+    parts: list[bytes | memoryview] = [pre + _U32.pack(crc32c(pre, 0)), segs[0], _U32.pack(_crc(segs[0]))]
+    if nseg > 1:
+        crcs = [0, 0, 0]
+        for i in range(1, nseg):
+            if lens[i]:
+                parts.append(segs[i])
+            crcs[i - 1] = _crc(segs[i])
+        parts.append(_EPILOGUE.pack(frame.late_status, *crcs))
+    return parts
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """``frame`` as wire bytes (crc mode).  See :func:`encode_frame_parts`."""
+    return b"".join(encode_frame_parts(frame))
+
+
+@dataclass
+class _Desc:
+    tag: int
+    nseg: int
+    lens: tuple[int, int, int, int]
+    aligns: tuple[int, int, int, int]
+
+    def wire_len(self) -> int:
+        n = PREAMBLE_LEN + self.lens[0] + CRC_LEN
+        if self.nseg > 1:
+            n += sum(self.lens[1:]) + EPILOGUE_PLAIN_LEN
+        return n
+
+
+class FrameReader:
+    """Streaming msgr2.1 crc-mode frame parser (no banner; see :func:`parse_banner`).
+
+    ``feed(data) -> list[Frame]`` returns every complete frame; incomplete input waits.
+    For per-frame control (the protocol switches modes between frames) use ``push(data)``
+    then ``next_frame()`` until it returns ``None``.
+
+    Bounds: ``max_segment_len`` bytes for segments 1..3, ``max_control_len`` for segment
+    0.  Raises :class:`ProtocolError` on a bad preamble CRC, segment CRC, segment count,
+    over-long segment or aborted frame; the reader is unusable afterwards.
+    """
+
+    def __init__(
+        self,
+        max_segment_len: int = DEFAULT_MAX_SEGMENT_LEN,
+        max_control_len: int = DEFAULT_MAX_CONTROL_LEN,
+        keep_raw: bool = False,
+    ) -> None:
+        self.max_segment_len = max_segment_len
+        self.max_control_len = max_control_len
+        self.keep_raw = keep_raw
+        self._buf = bytearray()
+        self._pos = 0
+        self._desc: _Desc | None = None
+        self._failed: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet consumed as frames."""
+        return len(self._buf) - self._pos
+
+    def push(self, data: bytes | bytearray | memoryview) -> None:
+        if self._pos and self._pos == len(self._buf):
+            self._buf.clear()
+            self._pos = 0
+        self._buf += data
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
+        self.push(data)
+        out = []
+        while (f := self.next_frame()) is not None:
+            out.append(f)
+        return out
+
+    def next_frame(self) -> Frame | None:
+        if self._failed is not None:
+            raise self._failed
+        try:
+            return self._next()
+        except ProtocolError as e:
+            self._failed = e
+            raise
+
+    def _next(self) -> Frame | None:
+        if self._desc is None:
+            if self.buffered < PREAMBLE_LEN:
+                return None
+            self._desc = self._decode_preamble(memoryview(self._buf)[self._pos : self._pos + PREAMBLE_LEN])
+        desc = self._desc
+        total = desc.wire_len()
+        if self.buffered < total:
+            return None
+        mv = memoryview(self._buf)
+        try:
+            frame = self._decode_body(mv[self._pos : self._pos + total], desc)
+        finally:
+            mv.release()
+        self._pos += total
+        self._desc = None
+        # Compact once the consumed prefix dominates, to keep memory bounded.
+        if self._pos > 65536 and self._pos * 2 > len(self._buf):
+            del self._buf[: self._pos]
+            self._pos = 0
+        return frame
+
+    def _decode_preamble(self, p: memoryview) -> _Desc:
+        (want,) = _U32.unpack_from(p, 28)
+        got = crc32c(p[:28], 0)
+        if got != want:
+            raise ProtocolError(f"bad preamble crc: computed {got:#010x}, frame says {want:#010x}")
+        f = _PREAMBLE.unpack_from(p, 0)
+        tag, nseg = f[0], f[1]
+        lens = (f[2], f[4], f[6], f[8])
+        aligns = (f[3], f[5], f[7], f[9])
+        if not 1 <= nseg <= MAX_NUM_SEGMENTS:
+            raise ProtocolError(f"bad frame segment count {nseg}")
+        if any(lens[nseg:]):
+            raise ProtocolError(f"frame has {nseg} segments but lengths {lens}")
+        if nseg > 1 and not lens[nseg - 1]:
+            raise ProtocolError(f"last of {nseg} segments is empty")
+        if lens[0] > self.max_control_len:
+            raise ProtocolError(f"control segment of {lens[0]} bytes exceeds {self.max_control_len}")
+        for n in lens[1:]:
+            if n > self.max_segment_len:
+                raise ProtocolError(f"segment of {n} bytes exceeds {self.max_segment_len}")
+        if tag == 0:
+            raise ProtocolError("frame tag 0")
+        return _Desc(tag, nseg, lens, aligns)
+
+    def _decode_body(self, b: memoryview, desc: _Desc) -> Frame:
+        lens = desc.lens
+        pos = PREAMBLE_LEN
+        seg0 = bytes(b[pos : pos + lens[0]])
+        pos += lens[0]
+        (want,) = _U32.unpack_from(b, pos)
+        pos += CRC_LEN
+        if _crc(seg0) != want:
+            raise ProtocolError(f"bad crc of segment 0 ({TAG_NAMES.get(desc.tag, desc.tag)} frame)")
+        segs = [seg0]
+        late = FRAME_LATE_STATUS_COMPLETE
+        if desc.nseg > 1:
+            views = []
+            for i in range(1, desc.nseg):
+                views.append(bytes(b[pos : pos + lens[i]]))
+                pos += lens[i]
+            late, *crcs = _EPILOGUE.unpack_from(b, pos)
+            if (late & FRAME_LATE_STATUS_ABORTED_MASK) != FRAME_LATE_STATUS_COMPLETE:
+                raise ProtocolError(f"frame aborted by sender (late_status {late:#x})")
+            for i, v in enumerate(views):
+                if _crc(v) != crcs[i]:
+                    raise ProtocolError(f"bad crc of segment {i + 1} ({TAG_NAMES.get(desc.tag, desc.tag)} frame)")
+                segs.append(v)
+        return Frame(desc.tag, segs, desc.aligns, late, bytes(b) if self.keep_raw else None)
+
+
+def iter_frames(
+    stream: bytes | bytearray | memoryview, peer_is_server: bool | None = None, keep_raw: bool = True
+) -> Iterator[Frame]:
+    """Parse one direction of a captured msgr2 crc-mode TCP stream into frames.
+
+    ``stream`` starts with the banner.  ``peer_is_server`` is accepted for symmetry (both
+    directions frame alike in crc mode).  Frames carry ``raw`` wire bytes unless
+    ``keep_raw`` is false.  Raises :class:`ProtocolError` on bad input, including a stream
+    that ends mid-banner or mid-frame.
+    """
+    del peer_is_server
+    banner = parse_banner(stream)
+    if banner is None:
+        raise ProtocolError("stream ends inside the banner")
+    reader = FrameReader(keep_raw=keep_raw)
+    reader.push(memoryview(stream)[banner[2] :])
+    while (f := reader.next_frame()) is not None:
+        yield f
+    if reader.buffered:
+        raise ProtocolError(f"stream ends inside a frame ({reader.buffered} bytes left over)")
+
+
+# --- control payloads -----------------------------------------------------------------
+
+
+def _u32_list(d: Decoder) -> list[int]:
+    return d.list(lambda d: d.u32(), 4)
+
+
+class ControlPayload:
+    """Base of control-frame payload codecs: ``encode() -> bytes``, ``decode(bytes)``,
+    ``to_frame() -> Frame``.  Decoding raises :class:`DecodeError`."""
+
+    TAG: ClassVar[int] = 0
+
+    def encode(self) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @classmethod
+    def decode(cls, payload: bytes):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def to_frame(self) -> Frame:
+        return Frame(self.TAG, [self.encode()])
+
+
+@dataclass
+class Hello(ControlPayload):
+    """HELLO: ``u8 entity_type, entity_addr_t peer_addr`` (the address the sender sees
+    its peer at)."""
+
+    TAG: ClassVar[int] = TAG_HELLO
+    entity_type: int
+    peer_addr: EntityAddr
+
+    def encode(self) -> bytes:
+        return self.peer_addr.encode(Encoder().u8(self.entity_type)).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Hello":
+        d = Decoder(payload)
+        return cls(d.u8(), EntityAddr.decode(d))
+
+
+@dataclass
+class AuthRequest(ControlPayload):
+    """AUTH_REQUEST: ``le32 method, list<le32> preferred_modes, bufferlist payload``."""
+
+    TAG: ClassVar[int] = TAG_AUTH_REQUEST
+    method: int
+    preferred_modes: list[int]
+    payload: bytes
+
+    def encode(self) -> bytes:
+        e = Encoder().u32(self.method)
+        e.list(self.preferred_modes, lambda e, m: e.u32(m))
+        return e.blob(self.payload).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "AuthRequest":
+        d = Decoder(payload)
+        return cls(d.u32(), _u32_list(d), d.blob())
+
+
+@dataclass
+class AuthBadMethod(ControlPayload):
+    """AUTH_BAD_METHOD: ``le32 method, s32 result, list<le32> allowed_methods,
+    list<le32> allowed_modes``."""
+
+    TAG: ClassVar[int] = TAG_AUTH_BAD_METHOD
+    method: int
+    result: int
+    allowed_methods: list[int]
+    allowed_modes: list[int]
+
+    def encode(self) -> bytes:
+        e = Encoder().u32(self.method).s32(self.result)
+        e.list(self.allowed_methods, lambda e, m: e.u32(m))
+        e.list(self.allowed_modes, lambda e, m: e.u32(m))
+        return e.bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "AuthBadMethod":
+        d = Decoder(payload)
+        return cls(d.u32(), d.s32(), _u32_list(d), _u32_list(d))
+
+
+@dataclass
+class AuthReplyMore(ControlPayload):
+    """AUTH_REPLY_MORE: ``bufferlist payload`` (server -> client)."""
+
+    TAG: ClassVar[int] = TAG_AUTH_REPLY_MORE
+    payload: bytes
+
+    def encode(self) -> bytes:
+        return Encoder().blob(self.payload).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes):
+        return cls(Decoder(payload).blob())
+
+
+@dataclass
+class AuthRequestMore(AuthReplyMore):
+    """AUTH_REQUEST_MORE: ``bufferlist payload`` (client -> server)."""
+
+    TAG: ClassVar[int] = TAG_AUTH_REQUEST_MORE
+
+
+@dataclass
+class AuthDone(ControlPayload):
+    """AUTH_DONE: ``le64 global_id, le32 con_mode, bufferlist payload``."""
+
+    TAG: ClassVar[int] = TAG_AUTH_DONE
+    global_id: int
+    con_mode: int
+    payload: bytes
+
+    def encode(self) -> bytes:
+        return Encoder().u64(self.global_id).u32(self.con_mode).blob(self.payload).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "AuthDone":
+        d = Decoder(payload)
+        return cls(d.u64(), d.u32(), d.blob())
+
+
+@dataclass
+class AuthSignature(ControlPayload):
+    """AUTH_SIGNATURE: 32 raw bytes, HMAC-SHA256 (``sha256_digest_t``)."""
+
+    TAG: ClassVar[int] = TAG_AUTH_SIGNATURE
+    signature: bytes
+
+    def encode(self) -> bytes:
+        if len(self.signature) != 32:
+            raise ValueError("AUTH_SIGNATURE is 32 bytes")
+        return bytes(self.signature)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "AuthSignature":
+        return cls(Decoder(payload).raw(32))
+
+
+@dataclass
+class ClientIdent(ControlPayload):
+    """CLIENT_IDENT: ``entity_addrvec_t addrs, entity_addr_t target_addr, le64 gid,
+    le64 global_seq, le64 supported_features, le64 required_features, le64 flags,
+    le64 client_cookie``."""
+
+    TAG: ClassVar[int] = TAG_CLIENT_IDENT
+    addrs: EntityAddrvec
+    target_addr: EntityAddr
+    gid: int
+    global_seq: int
+    supported_features: int
+    required_features: int
+    flags: int
+    cookie: int
+
+    def encode(self) -> bytes:
+        e = self.addrs.encode(Encoder())
+        self.target_addr.encode(e)
+        e.u64(self.gid).u64(self.global_seq).u64(self.supported_features)
+        return e.u64(self.required_features).u64(self.flags).u64(self.cookie).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ClientIdent":
+        d = Decoder(payload)
+        return cls(EntityAddrvec.decode(d), EntityAddr.decode(d), d.u64(), d.u64(), d.u64(), d.u64(), d.u64(), d.u64())
+
+
+@dataclass
+class ServerIdent(ControlPayload):
+    """SERVER_IDENT: ``entity_addrvec_t addrs, le64 gid, le64 global_seq,
+    le64 supported_features, le64 required_features, le64 flags, le64 server_cookie``."""
+
+    TAG: ClassVar[int] = TAG_SERVER_IDENT
+    addrs: EntityAddrvec
+    gid: int
+    global_seq: int
+    supported_features: int
+    required_features: int
+    flags: int
+    cookie: int
+
+    def encode(self) -> bytes:
+        e = self.addrs.encode(Encoder())
+        e.u64(self.gid).u64(self.global_seq).u64(self.supported_features)
+        return e.u64(self.required_features).u64(self.flags).u64(self.cookie).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "ServerIdent":
+        d = Decoder(payload)
+        return cls(EntityAddrvec.decode(d), d.u64(), d.u64(), d.u64(), d.u64(), d.u64(), d.u64())
+
+
+@dataclass
+class SessionReconnect(ControlPayload):
+    """SESSION_RECONNECT: ``entity_addrvec_t addrs, le64 client_cookie,
+    le64 server_cookie, le64 global_seq, le64 connect_seq, le64 msg_seq``."""
+
+    TAG: ClassVar[int] = TAG_SESSION_RECONNECT
+    addrs: EntityAddrvec
+    client_cookie: int
+    server_cookie: int
+    global_seq: int
+    connect_seq: int
+    msg_seq: int
+
+    def encode(self) -> bytes:
+        e = self.addrs.encode(Encoder())
+        e.u64(self.client_cookie).u64(self.server_cookie).u64(self.global_seq)
+        return e.u64(self.connect_seq).u64(self.msg_seq).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "SessionReconnect":
+        d = Decoder(payload)
+        return cls(EntityAddrvec.decode(d), d.u64(), d.u64(), d.u64(), d.u64(), d.u64())
+
+
+def _u64_payload(name: str, tag: int, fieldname: str):
+    def encode(self) -> bytes:
+        return Encoder().u64(getattr(self, fieldname)).bytes()
+
+    def decode(cls, payload: bytes):
+        return cls(Decoder(payload).u64())
+
+    ns = {
+        "__annotations__": {fieldname: int, "TAG": ClassVar[int]},
+        "TAG": tag,
+        "encode": encode,
+        "decode": classmethod(decode),
+        "__doc__": f"{TAG_NAMES[tag]}: ``le64 {fieldname}``.",
+    }
+    return dataclass(type(name, (ControlPayload,), ns))
+
+
+IdentMissingFeatures = _u64_payload("IdentMissingFeatures", TAG_IDENT_MISSING_FEATURES, "features")
+SessionRetry = _u64_payload("SessionRetry", TAG_SESSION_RETRY, "connect_seq")
+SessionRetryGlobal = _u64_payload("SessionRetryGlobal", TAG_SESSION_RETRY_GLOBAL, "global_seq")
+SessionReconnectOk = _u64_payload("SessionReconnectOk", TAG_SESSION_RECONNECT_OK, "msg_seq")
+Ack = _u64_payload("Ack", TAG_ACK, "seq")
+
+
+@dataclass
+class SessionReset(ControlPayload):
+    """SESSION_RESET: ``bool full``."""
+
+    TAG: ClassVar[int] = TAG_SESSION_RESET
+    full: bool = True
+
+    def encode(self) -> bytes:
+        return Encoder().bool(self.full).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "SessionReset":
+        return cls(Decoder(payload).bool())
+
+
+@dataclass
+class Wait(ControlPayload):
+    """WAIT: no payload (one empty segment)."""
+
+    TAG: ClassVar[int] = TAG_WAIT
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "Wait":
+        return cls()
+
+
+@dataclass
+class Keepalive2(ControlPayload):
+    """KEEPALIVE2: ``utime_t timestamp`` as ``(le32 sec, le32 nsec)``."""
+
+    TAG: ClassVar[int] = TAG_KEEPALIVE2
+    timestamp: tuple[int, int]
+
+    def encode(self) -> bytes:
+        return Encoder().utime(self.timestamp).bytes()
+
+    @classmethod
+    def decode(cls, payload: bytes):
+        return cls(Decoder(payload).utime())
+
+
+@dataclass
+class Keepalive2Ack(Keepalive2):
+    """KEEPALIVE2_ACK: ``utime_t timestamp`` echoed from the KEEPALIVE2."""
+
+    TAG: ClassVar[int] = TAG_KEEPALIVE2_ACK
+
+
+CONTROL_PAYLOADS: dict[int, type[ControlPayload]] = {
+    c.TAG: c
+    for c in (
+        Hello, AuthRequest, AuthBadMethod, AuthReplyMore, AuthRequestMore, AuthDone,
+        AuthSignature, ClientIdent, ServerIdent, IdentMissingFeatures, SessionReconnect,
+        SessionReset, SessionRetry, SessionRetryGlobal, SessionReconnectOk, Wait,
+        Keepalive2, Keepalive2Ack, Ack,
+    )
+}
+
+
+def decode_control(frame: Frame) -> ControlPayload:
+    """Decode a control frame's payload into its dataclass (``Hello``, ``AuthDone``, ...).
+
+    Raises :class:`ProtocolError` for MESSAGE/unknown tags or extra segments, and
+    :class:`DecodeError` for a truncated payload.
+    """
+    cls = CONTROL_PAYLOADS.get(frame.tag)
+    if cls is None:
+        raise ProtocolError(f"no control payload for frame tag {frame.name}")
+    if len(frame.segments) != 1:
+        raise ProtocolError(f"{frame.name} frame has {len(frame.segments)} segments, expected 1")
+    return cls.decode(frame.segments[0])
+
+
+# --- MESSAGE frames -------------------------------------------------------------------
+
+# ceph_msg_header2 (include/linux/ceph/msgr.h): seq, tid, type, priority, version,
+# data_pre_padding_len, data_off, ack_seq, flags, compat_version, reserved
+_HEADER2 = struct.Struct("<QQHHHIHQBHH")
+HEADER2_LEN = _HEADER2.size  # 41
+
+
+def encode_header2(msg: Message) -> bytes:
+    """``ceph_msg_header2`` for ``msg`` (41 bytes)."""
+    return _HEADER2.pack(
+        msg.seq, msg.tid, msg.type, msg.priority, msg.version, 0, msg.data_off,
+        msg.ack_seq, msg.flags, msg.compat_version, 0,
+    )
+
+
+def frame_from_message(msg: Message) -> Frame:
+    """MESSAGE frame: header2 then front, middle, data segments (not copied)."""
+    return Frame(TAG_MESSAGE, [encode_header2(msg), msg.front, msg.middle, msg.data])
+
+
+def message_from_frame(frame: Frame) -> Message:
+    """Decode a MESSAGE frame into a :class:`Message` (``src_type``/``src_num`` are left 0:
+    msgr2 takes them from the connection's peer).  Raises :class:`ProtocolError`."""
+    if frame.tag != TAG_MESSAGE:
+        raise ProtocolError(f"expected a MESSAGE frame, got {frame.name}")
+    if len(frame.segments[0]) < HEADER2_LEN:
+        raise DecodeError(f"ceph_msg_header2 of {len(frame.segments[0])} bytes, need {HEADER2_LEN}")
+    (seq, tid, mtype, prio, ver, pre_pad, data_off, ack_seq, flags, compat, _res) = _HEADER2.unpack_from(
+        frame.segments[0]
+    )
+    if pre_pad:
+        raise ProtocolError(f"data_pre_padding_len {pre_pad} unsupported")
+    segs = list(frame.segments) + [b""] * (4 - len(frame.segments))
+    return Message(
+        type=mtype, front=segs[1], middle=segs[2], data=segs[3], version=ver,
+        compat_version=compat, priority=prio, tid=tid, seq=seq, ack_seq=ack_seq,
+        data_off=data_off, flags=flags,
+    )

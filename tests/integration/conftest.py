@@ -1,0 +1,77 @@
+"""Integration-test fixtures: a real dev Ceph cluster per test session.
+
+``cluster``      session-scoped :class:`pyceph.cluster.DevCluster` (1 mon, 3 memstore OSDs,
+                 pool ``rbd``) started in a fresh temp dir and stopped at session end.
+                 With $PYCEPH_TEST_CLUSTER_DIR set, the already-running cluster in that dir
+                 is used instead and never stopped (developer speed).
+``ecpool``       name of an erasure-coded pool (k=2, m=1, failure domain osd,
+                 allow_ec_overwrites, 8 PGs), created on first use.
+``nonpow2_pool`` name of a replicated pool with pg_num = pgp_num = 12, created on first use.
+
+Missing Ceph binaries make these fixtures FAIL with the install hint, never skip.
+Everything collected under tests/integration/ gets ``pytest.mark.integration``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pyceph.cluster import CephNotInstalled, DevCluster, check_binaries
+
+_HERE = Path(__file__).parent.resolve()
+
+EC_POOL = "pyceph-ec21"
+NONPOW2_POOL = "pyceph-pg12"
+
+
+def pytest_collection_modifyitems(config, items):
+    # Hooks in this conftest see the whole session's items: mark only ours.
+    for item in items:
+        if _HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    reuse = os.environ.get("PYCEPH_TEST_CLUSTER_DIR")
+    if reuse:
+        c = DevCluster(reuse)
+        if not c.is_running():
+            pytest.fail(
+                f"PYCEPH_TEST_CLUSTER_DIR={reuse} holds no running cluster; "
+                f"start one with `python -m pyceph.cluster.cli start --dir {reuse}` or unset it",
+                pytrace=False,
+            )
+        yield c  # not ours: never stopped
+        return
+    try:
+        check_binaries()
+    except CephNotInstalled as e:
+        pytest.fail(str(e), pytrace=False)
+    c = DevCluster(tmp_path_factory.mktemp("cluster"))
+    c.start(mons=1, osds=3)  # stops whatever it started if it fails
+    try:
+        yield c
+    finally:
+        c.stop()
+
+
+def _ensure_pool(cluster: DevCluster, name: str, **kw) -> str:
+    if name not in cluster.ceph("osd", "pool", "ls"):
+        cluster.create_pool(name, **kw)
+    return name
+
+
+@pytest.fixture(scope="session")
+def ecpool(cluster):
+    """Erasure-coded pool (k=2, m=1) usable as RBD data pool; needs >= 3 OSDs."""
+    return _ensure_pool(cluster, EC_POOL, pg_num=8, pool_type="erasure", ec_k=2, ec_m=1)
+
+
+@pytest.fixture(scope="session")
+def nonpow2_pool(cluster):
+    """Replicated pool with 12 PGs (exercises stable_mod with a non-power-of-two pg_num)."""
+    return _ensure_pool(cluster, NONPOW2_POOL, pg_num=12, pool_type="replicated")

@@ -1,0 +1,559 @@
+"""Block mapping layer: loop device over a FUSE file served by a mapping daemon.
+
+The daemon under test runs this very file as a script (see ``__main__`` below)
+with a file-backed image, so these tests need no cluster, only root, /dev/fuse
+and loop devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import os
+import sys
+
+from pyceph import errors
+
+
+# --- a file-backed BlockImage ---------------------------------------------------
+
+
+class FileImage:
+    """BlockImage over a local file.  Test knobs: ``flush_delay`` (seconds each flush
+    takes), ``fail`` = (start, end, errno) to make I/O touching [start, end) fail,
+    ``stats_path`` to publish counters after every flush and on close."""
+
+    def __init__(self, path: str, *, read_only: bool = False, stats_path: str | None = None,
+                 flush_delay: float = 0.0, fail: tuple[int, int, int] | None = None,
+                 latency: float = 0.0):
+        self.path = path
+        self.read_only = read_only
+        self.fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
+        self.size = os.fstat(self.fd).st_size
+        self.stats_path = stats_path
+        self.flush_delay = flush_delay
+        self.fail = fail
+        self.latency = latency
+        self.counts = {"reads": 0, "writes": 0, "flushes": 0, "closed": 0, "bytes_written": 0}
+
+    def _check(self, off: int, n: int) -> None:
+        if self.fail and off < self.fail[1] and off + n > self.fail[0]:
+            raise errors.make_ex(-self.fail[2], f"injected failure at {off}+{n}")
+
+    async def read(self, offset: int, length: int) -> bytes:
+        self._check(offset, length)
+        self.counts["reads"] += 1
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return os.pread(self.fd, length, offset)
+
+    async def write(self, offset: int, data: bytes) -> int:
+        if self.read_only:
+            raise errors.ReadOnlyImage("read-only")
+        self._check(offset, len(data))
+        self.counts["writes"] += 1
+        self.counts["bytes_written"] += len(data)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return os.pwrite(self.fd, data, offset)
+
+    async def flush(self) -> None:
+        if self.flush_delay:
+            await asyncio.sleep(self.flush_delay)
+        self.counts["flushes"] += 1
+        self._publish()
+
+    async def close(self) -> None:
+        self.counts["closed"] += 1
+        self._publish()
+        os.close(self.fd)
+
+    def _publish(self) -> None:
+        if self.stats_path:
+            tmp = self.stats_path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(self.counts, f)
+            os.replace(tmp, self.stats_path)
+
+
+def _daemon_main() -> int:
+    from pyceph.block import run_daemon, spec_from_env
+
+    spec = spec_from_env()
+    o = spec["options"]
+
+    async def open_image():
+        if o.get("test_open_error"):
+            code, cls = o["test_open_error"]
+            raise getattr(errors, cls)(f"cannot open {spec['name']}", errno=code)
+        fail = tuple(o["test_fail"]) if o.get("test_fail") else None
+        return FileImage(o["test_backing"], read_only=bool(o.get("test_image_ro")),
+                         stats_path=o.get("test_stats"), flush_delay=float(o.get("test_flush_delay", 0)),
+                         fail=fail, latency=float(o.get("test_latency", 0)))
+
+    return run_daemon(spec, open_image)
+
+
+if __name__ == "__main__":
+    sys.exit(_daemon_main())
+
+
+# --- tests ------------------------------------------------------------------------
+
+import contextlib  # noqa: E402
+import hashlib  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+
+import pyfuse3  # noqa: E402
+import pytest  # noqa: E402
+
+from pyceph import block  # noqa: E402
+from pyceph.block import control, daemon, fusefile, loopdev, registry  # noqa: E402
+
+MiB = 1 << 20
+DAEMON_ARGV = [sys.executable, os.path.abspath(__file__)]
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ImageFile request handlers, called directly (no kernel involved)
+
+
+@pytest.fixture
+def small_image(tmp_path):
+    p = tmp_path / "img"
+    p.write_bytes(bytes(range(256)) * 16)  # 4096 bytes
+    img = FileImage(str(p))
+    yield img
+    with contextlib.suppress(OSError):
+        os.close(img.fd)
+
+
+def test_imagefile_read_clips_at_end_and_getattr_reports_size(small_image):
+    ops = fusefile.ImageFile(small_image, read_only=False)
+    attrs = run(ops.getattr(pyfuse3.ROOT_INODE))
+    assert attrs.st_size == 4096 and attrs.st_mode & 0o777 == 0o600
+    assert run(ops.read(1, 4090, 100)) == (bytes(range(256)) * 16)[4090:]
+    assert run(ops.read(1, 4096, 100)) == b""
+    with pytest.raises(pyfuse3.FUSEError) as ei:
+        run(ops.getattr(5))
+    assert ei.value.errno == errno.ENOENT
+
+
+def test_imagefile_write_passes_through_and_refuses_growth(small_image):
+    ops = fusefile.ImageFile(small_image, read_only=False)
+    assert run(ops.write(1, 100, b"abc")) == 3
+    assert os.pread(small_image.fd, 3, 100) == b"abc"
+    with pytest.raises(pyfuse3.FUSEError) as ei:
+        run(ops.write(1, 4095, b"xy"))
+    assert ei.value.errno == errno.ENOSPC
+    assert ops.stats["write"] == 1 and ops.stats["bytes_written"] == 3
+
+
+@pytest.mark.parametrize("exc, code", [
+    (errors.NoSpace("full"), errno.ENOSPC),
+    (errors.TimedOut("slow"), errno.ETIMEDOUT),
+    (errors.ImageNotFound("gone"), errno.ENOENT),
+    (errors.Blocklisted("bl"), 108),
+    (RuntimeError("bug"), errno.EIO),
+    (errors.Error("no errno"), errno.EIO),
+])
+def test_imagefile_maps_image_errors_to_errno(small_image, exc, code):
+    async def boom(*a):
+        raise exc
+
+    small_image.read = boom
+    small_image.write = boom
+    small_image.flush = boom
+    ops = fusefile.ImageFile(small_image, read_only=False)
+    for call in (ops.read(1, 0, 10), ops.write(1, 0, b"x"), ops.fsync(1, False), ops.flush(1)):
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            run(call)
+        assert ei.value.errno == code
+    assert ops.stats["errors"] == 4
+
+
+def test_imagefile_fsync_and_flush_call_image_flush(small_image):
+    ops = fusefile.ImageFile(small_image, read_only=False)
+    run(ops.fsync(1, True))
+    run(ops.flush(1))
+    assert small_image.counts["flushes"] == 2
+
+
+def test_imagefile_read_only_refuses_writes(small_image):
+    ops = fusefile.ImageFile(small_image, read_only=True)
+    assert run(ops.getattr(pyfuse3.ROOT_INODE)).st_mode & 0o777 == 0o400
+    for flags in (os.O_WRONLY, os.O_RDWR):
+        with pytest.raises(pyfuse3.FUSEError) as ei:
+            run(ops.open(pyfuse3.ROOT_INODE, flags, None))
+        assert ei.value.errno == errno.EROFS
+    fi = run(ops.open(pyfuse3.ROOT_INODE, os.O_RDONLY, None))
+    assert fi.fh >= 1
+    with pytest.raises(pyfuse3.FUSEError) as ei:
+        run(ops.write(fi.fh, 0, b"x"))
+    assert ei.value.errno == errno.EROFS
+    run(ops.fsync(fi.fh, False))
+    assert small_image.counts["flushes"] == 0  # nothing to flush on a read-only mapping
+
+
+# pure helpers
+
+
+def test_parse_target():
+    assert control.parse_target("img") == {"pool": "rbd", "namespace": "", "name": "img", "snap": "-"}
+    assert control.parse_target("p/img@s1") == {"pool": "p", "namespace": "", "name": "img", "snap": "s1"}
+    assert control.parse_target("p/ns/img") == {"pool": "p", "namespace": "ns", "name": "img", "snap": "-"}
+    assert control.parse_target("/dev/loop3") == "/dev/loop3"
+    for bad in ("a/b/c/d", "p/", "/img"[1:] + "/"):
+        with pytest.raises(errors.InvalidArgumentError):
+            control.parse_target(bad)
+
+
+def test_error_lines_become_typed_errors():
+    e = control._parse_error_line("error 2 ImageNotFound rbd/x: no such image")
+    assert type(e) is errors.ImageNotFound and e.errno == errno.ENOENT and "no such image" in str(e)
+    e = control._parse_error_line("error 13 SomethingForeign denied")
+    assert isinstance(e, errors.PermissionDeniedError) and e.errno == errno.EACCES
+    e = control._parse_error_line("error 5 OSError boom")
+    assert isinstance(e, errors.OSError) and e.errno == errno.EIO
+
+
+def test_loop_structs_match_linux_abi():
+    assert loopdev._INFO64.size == 232
+    cfg = loopdev._CONFIG_HEAD.pack(3, 0) + loopdev._pack_info(5, "pyceph:" + "x" * 100) + loopdev._CONFIG_TAIL
+    assert len(cfg) == 304
+    info = loopdev._INFO64.unpack(loopdev._pack_info(5, "pyceph:p/i"))
+    assert info[8] == 5 and info[9].rstrip(b"\0") == b"pyceph:p/i"
+    assert len(loopdev._pack_info(0, "y" * 200)) == 232  # long labels are cut, not overflowed
+    assert loopdev.device_index("/dev/loop12") == 12
+    with pytest.raises(errors.InvalidArgumentError):
+        loopdev.device_index("/dev/sda")
+
+
+@pytest.fixture
+def run_dir(tmp_path, monkeypatch):
+    d = tmp_path / "run"
+    monkeypatch.setenv(registry.RUN_DIR_ENV, str(d))
+    return d
+
+
+def test_registry_roundtrip_and_stale_records_are_dropped(run_dir):
+    me = os.getpid()
+    live = {"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10",
+            "pid": me, "pid_start": registry.process_start_time(me), "mountpoint": ""}
+    dead_proc = subprocess.Popen(["true"])
+    dead_proc.wait()
+    dead = dict(live, id="2", name="b", device="/dev/loop2", pid=dead_proc.pid)
+    reused = dict(live, id="3", name="c", device="/dev/loop3", pid_start=1)  # pid reused by us
+    for r in (live, dead, reused):
+        registry.write_record(r)
+    assert [r["id"] for r in registry.iter_records()] == ["2", "3", "10"]
+    shown = block.showmapped()
+    assert shown == [{"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10"}]
+    assert sorted(os.listdir(run_dir / "mappings")) == ["10.json"]
+
+
+def test_zombie_counts_as_dead():
+    p = subprocess.Popen(["true"])
+    time.sleep(0.3)  # exited but not yet reaped
+    assert registry.process_start_time(p.pid) is None
+    p.wait()
+
+
+# the real thing: daemon process, FUSE, loop device
+
+
+def _used_loops() -> dict[int, str]:
+    out = {}
+    for n in os.listdir("/sys/block"):
+        if n.startswith("loop") and n[4:].isdigit():
+            bf = loopdev.backing_file(int(n[4:]))
+            if bf is not None:
+                out[int(n[4:])] = bf
+    return out
+
+
+@pytest.fixture
+def mapper(run_dir, tmp_path):
+    """map(size, **options) -> (device, backing path, stats path); unmaps everything after."""
+    made: list[str] = []
+    mounts: list[str] = []
+
+    def do_map(size=64 * MiB, name="img", read_only=False, backing=None, **opts):
+        if backing is None:
+            backing = f"/dev/shm/pyceph-test-{os.getpid()}-{name}-{len(made)}"
+            with open(backing, "wb") as f:
+                f.truncate(size)
+        stats = backing + ".stats"
+        opts = dict({"test_backing": backing, "test_stats": stats}, **opts)
+        dev = block.map_image({"pool": "rbd", "name": name, "read_only": read_only, "options": opts},
+                              DAEMON_ARGV, timeout=30)
+        made.append(backing)
+        return dev, backing, stats
+
+    do_map.mounts = mounts
+    yield do_map
+    for m in mounts:
+        subprocess.run(["umount", m], capture_output=True)
+    for rec in list(registry.iter_records()):
+        with contextlib.suppress(errors.Error):
+            block.unmap(rec["device"], timeout=30, force=True)
+    for b in made:
+        for p in (b, b + ".stats"):
+            with contextlib.suppress(OSError):
+                os.unlink(p)
+
+
+def sh(*cmd, check=True):
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({p.returncode}): {p.stdout}{p.stderr}")
+    return p
+
+
+def read_stats(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def test_map_ext4_mount_write_unmap_and_verify_backing_file(mapper, tmp_path, run_dir):
+    before = set(_used_loops())
+    dev, backing, stats = mapper(96 * MiB, name="ext")
+    idx = loopdev.device_index(dev)
+    assert idx not in before and os.path.exists(dev)
+    assert int(sh("blockdev", "--getsize64", dev).stdout) == 96 * MiB
+    with open(dev, "rb") as f:
+        st = loopdev.get_status(f.fileno())
+    assert st.file_name == "pyceph:rbd/ext" and st.autoclear and not st.read_only
+
+    shown = block.showmapped()
+    assert shown == [{"id": str(idx), "pool": "rbd", "namespace": "", "name": "ext", "snap": "-", "device": dev}]
+    rec = json.loads((run_dir / "mappings" / f"{idx}.json").read_text())
+    assert set(rec) >= {"id", "pool", "namespace", "name", "snap", "device", "pid", "mountpoint"}
+    # the FUSE mount is private to the daemon: not visible in our namespace
+    assert not registry.is_mounted(rec["mountpoint"])
+
+    sh("mkfs.ext4", "-q", "-F", dev)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    sh("mount", dev, str(mnt))
+    mapper.mounts.append(str(mnt))
+    payload = os.urandom(3 * MiB + 123)
+    (mnt / "hello.txt").write_text("hello pyceph\n")
+    (mnt / "blob.bin").write_bytes(payload)
+
+    with pytest.raises(errors.ImageBusy) as ei:
+        block.unmap(dev, timeout=30)
+    assert ei.value.errno == errno.EBUSY and "mounted" in str(ei.value)
+    assert block.showmapped() == shown  # still mapped after the refused unmap
+
+    sh("umount", str(mnt))
+    mapper.mounts.clear()
+    block.unmap("rbd/ext", timeout=30)
+    assert block.showmapped() == []
+    assert idx not in _used_loops()
+    assert os.listdir(run_dir / "mappings") == []
+    assert os.listdir(run_dir / "mnt") == []
+    counts = read_stats(stats)
+    assert counts["closed"] == 1 and counts["flushes"] >= 1
+
+    # the backing file alone holds the file system: read it with debugfs (no kernel)
+    out = sh("debugfs", "-R", "cat /hello.txt", backing).stdout
+    assert out == "hello pyceph\n"
+    dump = tmp_path / "blob.out"
+    sh("debugfs", "-R", f"dump /blob.bin {dump}", backing)
+    assert hashlib.sha256(dump.read_bytes()).digest() == hashlib.sha256(payload).digest()
+    sh("e2fsck", "-fn", backing)
+
+
+def test_fsync_on_device_waits_for_image_flush(mapper):
+    dev, backing, stats = mapper(32 * MiB, test_flush_delay=0.5)
+    data = os.urandom(MiB)
+    fd = os.open(dev, os.O_WRONLY)
+    try:
+        os.pwrite(fd, data, 5 * MiB)  # buffered: sits in the device's page cache
+        flushes = read_stats(stats)["flushes"] if os.path.exists(stats) else 0
+        t0 = time.monotonic()
+        os.fsync(fd)
+        took = time.monotonic() - t0
+    finally:
+        os.close(fd)
+    assert took >= 0.45, f"fsync returned after {took:.3f}s, before the image's 0.5s flush"
+    assert read_stats(stats)["flushes"] > flushes
+    with open(backing, "rb") as f:
+        f.seek(5 * MiB)
+        assert f.read(MiB) == data  # acknowledged by the image before fsync returned
+    s = block.mapping_stats(dev)
+    assert s["fsync"] >= 1 and s["errors"] == 0
+
+
+def test_direct_io_data_path_roundtrip(mapper):
+    dev, backing, _ = mapper(64 * MiB)
+    blob = os.urandom(8 * MiB)
+    p = subprocess.run(["dd", f"of={dev}", "bs=4M", "oflag=direct", "seek=2", "iflag=fullblock"],
+                       input=blob, capture_output=True)
+    assert p.returncode == 0, p.stderr
+    with open(backing, "rb") as f:
+        f.seek(8 * MiB)
+        assert f.read(8 * MiB) == blob
+    p = subprocess.run(["dd", f"if={dev}", "bs=4M", "iflag=direct", "skip=2", "count=2"], capture_output=True)
+    assert p.returncode == 0 and p.stdout == blob
+    s = block.mapping_stats(dev)
+    assert s["max_write_size"] > 128 * 1024  # large requests, not page-sized ones
+    assert s["bytes_written"] >= 8 * MiB
+
+
+def test_image_errors_reach_the_reader_as_eio(mapper):
+    dev, _, _ = mapper(16 * MiB, test_fail=[4 * MiB, 5 * MiB, errno.ETIMEDOUT])
+    fd = os.open(dev, os.O_RDONLY | os.O_DIRECT)
+    try:
+        import mmap
+        buf = mmap.mmap(-1, 65536)
+        assert os.preadv(fd, [buf], 0) == 65536  # outside the failing range
+        with pytest.raises(OSError) as ei:
+            os.preadv(fd, [buf], 4 * MiB + 65536)
+        assert ei.value.errno in (errno.EIO, errno.ETIMEDOUT)
+    finally:
+        os.close(fd)
+    assert block.mapping_stats(dev)["errors"] >= 1
+
+
+def test_xfs_then_read_only_map_refuses_writes(mapper, tmp_path):
+    dev, backing, _ = mapper(320 * MiB, name="x")
+    sh("mkfs.xfs", "-q", "-f", dev)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    sh("mount", dev, str(mnt))
+    mapper.mounts.append(str(mnt))
+    payload = os.urandom(5 * MiB)
+    (mnt / "data.bin").write_bytes(payload)
+    sh("umount", str(mnt))
+    mapper.mounts.clear()
+    block.unmap(dev, timeout=30)
+
+    dev2, _, stats = mapper(name="x", read_only=True, backing=backing)
+    with open(dev2, "rb") as f:
+        assert loopdev.get_status(f.fileno()).read_only
+    assert sh("blockdev", "--getro", dev2).stdout.strip() == "1"
+    with pytest.raises(OSError) as ei:
+        fd = os.open(dev2, os.O_WRONLY)
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    assert ei.value.errno in (errno.EROFS, errno.EPERM, errno.EACCES)
+    sh("mount", "-o", "ro", dev2, str(mnt))
+    mapper.mounts.append(str(mnt))
+    assert (mnt / "data.bin").read_bytes() == payload
+    sh("umount", str(mnt))
+    mapper.mounts.clear()
+    block.unmap(dev2, timeout=30)
+    assert read_stats(stats)["writes"] == 0
+
+
+def test_image_read_only_flag_makes_a_read_only_mapping(mapper):
+    dev, _, _ = mapper(16 * MiB, test_image_ro=True)
+    with open(dev, "rb") as f:
+        assert loopdev.get_status(f.fileno()).read_only
+    rec = block.find_mappings(dev)[0]
+    assert rec["read_only"] is True
+
+
+def test_failing_image_factory_is_reported_and_leaves_nothing(mapper, run_dir):
+    before = _used_loops()
+    with pytest.raises(errors.ImageNotFound) as ei:
+        mapper(16 * MiB, name="nope", test_open_error=[errno.ENOENT, "ImageNotFound"])
+    assert "cannot open nope" in str(ei.value) and ei.value.errno == errno.ENOENT
+    with pytest.raises(errors.PermissionDeniedError):
+        mapper(16 * MiB, name="nope", test_open_error=[errno.EACCES, "PermissionDeniedError"])
+    assert _used_loops() == before
+    assert os.listdir(run_dir / "mappings") == []
+    assert os.listdir(run_dir / "mnt") == []
+    with open("/proc/self/mountinfo") as f:
+        assert str(run_dir) not in f.read()
+    assert block.showmapped() == []
+
+
+def test_daemon_dying_silently_is_an_error(run_dir):
+    with pytest.raises(errors.IOError) as ei:
+        block.map_image({"pool": "rbd", "name": "x"}, [sys.executable, "-c", "import sys; sys.exit(3)"], timeout=10)
+    assert "status 3" in str(ei.value)
+
+
+def test_map_timeout_kills_the_daemon(run_dir):
+    t0 = time.monotonic()
+    with pytest.raises(errors.TimedOut):
+        block.map_image({"pool": "rbd", "name": "x"}, [sys.executable, "-c", "import time; time.sleep(60)"],
+                        timeout=1)
+    assert time.monotonic() - t0 < 15
+
+
+def test_unmap_of_unmapped_targets(run_dir):
+    with pytest.raises(block.NotMapped) as ei:
+        block.unmap("/dev/loop7")
+    assert isinstance(ei.value, errors.ImageNotFound) and "not a pyceph-mapped device" in str(ei.value)
+    with pytest.raises(errors.ImageNotFound, match="rbd/ns/img@s: not a mapped image or snapshot"):
+        block.unmap("rbd/ns/img@s")
+
+
+def test_unmap_refuses_device_open_by_another_process(mapper):
+    dev, _, _ = mapper(16 * MiB)
+    holder = subprocess.Popen(["sh", "-c", f"exec sleep 60 < {dev}"])
+    try:
+        time.sleep(0.3)
+        with pytest.raises(errors.ImageBusy, match=f"open by pid {holder.pid}"):
+            block.unmap(dev, timeout=10)
+    finally:
+        holder.kill()
+        holder.wait()
+    block.unmap(dev, timeout=30)
+    assert block.showmapped() == []
+
+
+def test_killed_daemon_is_cleaned_up(mapper, run_dir):
+    dev, _, _ = mapper(16 * MiB)
+    idx = loopdev.device_index(dev)
+    rec = block.find_mappings(dev)[0]
+    os.kill(rec["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while registry.process_start_time(rec["pid"]) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert block.showmapped() == []  # stale record dropped
+    deadline = time.monotonic() + 10
+    while idx in _used_loops() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert idx not in _used_loops()  # autoclear/cleanup released the loop device
+    assert os.listdir(run_dir / "mappings") == [] and os.listdir(run_dir / "mnt") == []
+
+
+def test_sigterm_is_an_orderly_unmap(mapper, run_dir):
+    dev, _, stats = mapper(16 * MiB)
+    rec = block.find_mappings(dev)[0]
+    os.kill(rec["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while registry.daemon_alive(rec) and time.monotonic() < deadline:
+        registry.reap(rec["pid"])
+        time.sleep(0.05)
+    assert not registry.daemon_alive(rec)
+    assert read_stats(stats)["closed"] == 1
+    assert os.listdir(run_dir / "mappings") == []
+    assert loopdev.device_index(dev) not in _used_loops()
+
+
+def test_same_image_twice_and_unmap_by_spec(mapper):
+    dev1, backing, _ = mapper(16 * MiB, name="twice")
+    dev2, _, _ = mapper(name="twice", backing=backing)
+    assert dev1 != dev2
+    assert [m["device"] for m in block.showmapped()] == sorted([dev1, dev2], key=loopdev.device_index)
+    block.unmap("rbd/twice")
+    assert len(block.showmapped()) == 1
+    block.unmap("twice")
+    assert block.showmapped() == []
