@@ -93,7 +93,9 @@ class CommandFailed(ClusterError):
 
     def __init__(self, argv: list[str], returncode: int, stdout: str, stderr: str):
         tail = (stderr.strip() or stdout.strip()).splitlines()[-3:]
-        super().__init__(f"{' '.join(argv[:6])}... exited {returncode}: {' | '.join(tail)}")
+        # The ceph tools exit with the errno of the failure (22 = EINVAL ...).
+        super().__init__(f"`{' '.join(argv)}` exited {returncode}: {' | '.join(tail)}",
+                         errno=returncode if 0 < returncode < 134 else None)
         self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
 
 
@@ -605,6 +607,8 @@ class DevCluster:
                 "mon warn on pool no redundancy": "false",
                 "mon osd reporter subtree level": "osd",  # one host: OSDs report each other down
                 "mon pg warn min per osd": 0,
+                # memstore OSDs: let EC pools take overwrites (RBD data on EC), as vstart does
+                "mon debug no require bluestore for ec overwrites": "true",
                 "mgr initial modules": "iostat",  # no restful/nfs/dashboard: faster mgr start
             },
             "mgr": {**daemon, "mgr data": f"{d}/$name", "mgr stats period": 1},

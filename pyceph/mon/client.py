@@ -383,8 +383,8 @@ class MonClient:
             # Only incrementals we cannot apply: ask for a full map.
             self._send(MMonSubscribe(what={"osdmap": (0, 0)}, hostname=self.hostname).to_message(self._features()))
             return
-        if m.last() > cur.epoch:
-            log.info("osdmap gap: hold %d, peer has %d; resubscribing", cur.epoch, m.last())
+        if m.last > cur.epoch:
+            log.info("osdmap gap: hold %d, peer has %d; resubscribing", cur.epoch, m.last)
             self._send(MMonSubscribe(what={"osdmap": (cur.epoch + 1, 0)}, hostname=self.hostname).to_message(self._features()))
         if not changed:
             return

@@ -246,7 +246,7 @@ class OSDMap:
     """A decoded OSDMap (full map), with incremental updates and PG placement.
 
     Build with :meth:`decode`; advance with :meth:`apply_incremental`.  OSD ids index the
-    per-OSD lists (``osd_state``, ``osd_weight`` 16.16 fixed point, ``osd_addrs`` ...), all
+    per-OSD lists (``osd_state``, ``osd_weight`` 16.16 fixed point, ``client_addrs`` ...), all
     ``max_osd`` long.  ``crush`` is the decoded :class:`pyceph.osdmap.crush.CrushMap` (or
     ``None`` if the map carries none).
     """
@@ -264,7 +264,7 @@ class OSDMap:
         self.max_osd: int = 0
         self.osd_state: list[int] = []
         self.osd_weight: list[int] = []
-        self.osd_addrs: list[EntityAddrvec] = []
+        self.client_addrs: list[EntityAddrvec] = []
         self.pg_temp: dict[PgT, list[int]] = {}
         self.primary_temp: dict[PgT, int] = {}
         self.osd_primary_affinity: Optional[list[int]] = None
@@ -361,7 +361,7 @@ class OSDMap:
                 raise DecodeError(f"OSDMap: negative max_osd {self.max_osd}")
             self.osd_state = _u32_list(d) if v >= 5 else d.list(Decoder.u8, 1)
             self.osd_weight = _u32_list(d)
-            self.osd_addrs = d.list(EntityAddrvec.decode, 1)
+            self.client_addrs = d.list(EntityAddrvec.decode, 1)
             self.pg_temp = d.map(PgT.decode, _s32_list, 21)
             self.primary_temp = d.map(PgT.decode, Decoder.s32, 21)
             aff = _u32_list(d) if v >= 2 else []
@@ -383,7 +383,7 @@ class OSDMap:
                 self.pg_upmap_primaries = d.map(PgT.decode, Decoder.s32, 21)
         if len(self.osd_state) != self.max_osd or len(self.osd_weight) != self.max_osd:
             raise DecodeError("OSDMap: osd_state/osd_weight length differs from max_osd")
-        if len(self.osd_addrs) != self.max_osd:
+        if len(self.client_addrs) != self.max_osd:
             raise DecodeError("OSDMap: client address count differs from max_osd")
         if self.osd_primary_affinity is not None and len(self.osd_primary_affinity) != self.max_osd:
             raise DecodeError("OSDMap: primary affinity count differs from max_osd")
@@ -497,14 +497,14 @@ class OSDMap:
     def get_primary_affinityf(self, osd: int) -> float:
         return self.get_primary_affinity(osd) / float(CEPH_OSD_MAX_PRIMARY_AFFINITY)
 
-    def osd_addrs_of(self, osd: int) -> EntityAddrvec:
+    def osd_addrs(self, osd: int) -> EntityAddrvec:
         """The public (client-facing) address vector of ``osd``; empty if unknown."""
-        if 0 <= osd < len(self.osd_addrs):
-            return self.osd_addrs[osd]
+        if 0 <= osd < len(self.client_addrs):
+            return self.client_addrs[osd]
         return EntityAddrvec()
 
     def get_addrs(self, osd: int) -> EntityAddrvec:
-        return self.osd_addrs_of(osd)
+        return self.osd_addrs(osd)
 
     def osd_state_names(self, osd: int) -> list[str]:
         """``OSDMap::get_state`` names for ``osd``, sorted as Ceph's std::set<string>."""
@@ -555,7 +555,7 @@ class OSDMap:
 
         fit(self.osd_state, int)
         fit(self.osd_weight, lambda: CEPH_OSD_OUT)
-        fit(self.osd_addrs, EntityAddrvec)
+        fit(self.client_addrs, EntityAddrvec)
         fit(self.hb_back_addrs, EntityAddrvec)
         fit(self.hb_front_addrs, EntityAddrvec)
         fit(self.cluster_addrs, EntityAddrvec)
@@ -657,7 +657,7 @@ class OSDMap:
                 self.osd_info[osd] = OsdInfo()
                 self.osd_xinfo[osd] = OsdXinfo()
                 self.set_primary_affinity(osd, CEPH_OSD_DEFAULT_PRIMARY_AFFINITY)
-                self.osd_addrs[osd] = EntityAddrvec()
+                self.client_addrs[osd] = EntityAddrvec()
                 self.cluster_addrs[osd] = EntityAddrvec()
                 self.hb_front_addrs[osd] = EntityAddrvec()
                 self.hb_back_addrs[osd] = EntityAddrvec()
@@ -669,7 +669,7 @@ class OSDMap:
             self._check_osd(osd, "new_up_client")
             self.osd_state[osd] |= CEPH_OSD_EXISTS | CEPH_OSD_UP
             self.osd_state[osd] &= ~CEPH_OSD_STOP
-            self.osd_addrs[osd] = addrs
+            self.client_addrs[osd] = addrs
             self.hb_back_addrs[osd] = inc.new_hb_back_up.get(osd, EntityAddrvec())
             self.hb_front_addrs[osd] = inc.new_hb_front_up.get(osd, EntityAddrvec())
             self.osd_info[osd].up_from = self.epoch
@@ -1027,7 +1027,7 @@ class OSDMap:
             "up_thru": info.up_thru,
             "down_at": info.down_at,
             "lost_at": info.lost_at,
-            "public_addrs": _addrvec_dump(self.osd_addrs[o]),
+            "public_addrs": _addrvec_dump(self.client_addrs[o]),
             "cluster_addrs": _addrvec_dump(self.cluster_addrs[o]),
             "state": self.osd_state_names(o),
         }

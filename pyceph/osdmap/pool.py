@@ -384,11 +384,12 @@ class PgPool:
     # -- derived values -------------------------------------------------------
     @property
     def pg_num_mask(self) -> int:
-        return (1 << calc_bits_of(self.pg_num - 1)) - 1 if self.pg_num else 0
+        # pg_num - 1 is unsigned in Ceph: 0 wraps to an all-ones mask
+        return (1 << calc_bits_of((self.pg_num - 1) & 0xFFFFFFFF)) - 1
 
     @property
     def pgp_num_mask(self) -> int:
-        return (1 << calc_bits_of(self.pgp_num - 1)) - 1 if self.pgp_num else 0
+        return (1 << calc_bits_of((self.pgp_num - 1) & 0xFFFFFFFF)) - 1
 
     def is_replicated(self) -> bool:
         return self.type == TYPE_REPLICATED

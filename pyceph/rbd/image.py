@@ -11,7 +11,7 @@ The steps mirror librbd's ``src/librbd/image/CreateRequest.cc``,
 ``src/librbd/image/RemoveRequest.cc`` and ``src/librbd/image/RefreshRequest.cc``,
 and the kernel's ``drivers/block/rbd.c`` for the feature policy.  The ioctx is any
 object with the AsyncIoctx coroutine methods (``read``, ``write``, ``remove``,
-``create``, ``execute`` ...); concurrency uses trio.
+``create``, ``execute`` ...); concurrency uses asyncio (tasks bounded by a semaphore).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import secrets
 import time
 from typing import Any, Awaitable, Callable, Iterable
 
-import trio
+import asyncio
 
 from ..errors import (
     DecodeError,
@@ -100,39 +100,40 @@ def generate_image_id(instance_id: int) -> str:
     return f"{instance_id:x}{extra:x}"[-RBD_MAX_IMAGE_ID_LENGTH:]
 
 
-async def _run_all(funcs: Iterable[Callable[[], Awaitable[Any]]], limiter: trio.CapacityLimiter | None = None,
+async def _run_all(funcs: Iterable[Callable[[], Awaitable[Any]]], limiter: asyncio.Semaphore | None = None,
                    cancel_on_error: bool = True) -> None:
     """Run ``funcs`` concurrently; re-raise the first error as itself (not an
-    ExceptionGroup) so callers see our typed errors."""
+    ExceptionGroup) so callers see our typed errors.  With ``cancel_on_error`` the
+    others are cancelled at the first error, else all run to completion."""
     funcs = list(funcs)
-    if len(funcs) == 1:
+
+    async def one(fn: Callable[[], Awaitable[Any]]) -> None:
         if limiter is None:
-            await funcs[0]()
+            await fn()
         else:
             async with limiter:
-                await funcs[0]()
+                await fn()
+
+    if len(funcs) == 1:
+        await one(funcs[0])
         return
-    first: list[BaseException] = []
-
-    async with trio.open_nursery() as nursery:
-
-        async def one(fn: Callable[[], Awaitable[Any]]) -> None:
-            try:
-                if limiter is None:
-                    await fn()
-                else:
-                    async with limiter:
-                        await fn()
-            except Exception as ex:  # noqa: BLE001 - re-raised below
-                if not first:
-                    first.append(ex)
-                    if cancel_on_error:
-                        nursery.cancel_scope.cancel()
-
-        for fn in funcs:
-            nursery.start_soon(one, fn)
-    if first:
-        raise first[0]
+    tasks = [asyncio.ensure_future(one(fn)) for fn in funcs]
+    try:
+        if cancel_on_error:
+            done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+        else:
+            await asyncio.gather(*tasks, return_exceptions=True)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        raise
+    for t in tasks:
+        if not t.cancelled() and t.exception() is not None:
+            raise t.exception()
 
 
 async def _ignore_enoent(coro: Awaitable[Any]) -> None:
@@ -142,8 +143,8 @@ async def _ignore_enoent(coro: Awaitable[Any]) -> None:
         pass
 
 
-def _limiter_for(ioctx: Any) -> trio.CapacityLimiter:
-    return trio.CapacityLimiter(max(1, int(getattr(ioctx, "max_concurrency", 16) or 1)))
+def _limiter_for(ioctx: Any) -> asyncio.Semaphore:
+    return asyncio.Semaphore(max(1, int(getattr(ioctx, "max_concurrency", 16) or 1)))
 
 
 class AsyncRBD:
@@ -206,12 +207,15 @@ class AsyncRBD:
         undo: list[Callable[[], Awaitable[Any]]] = []
 
         async def rollback() -> None:
-            with trio.CancelScope(shield=True):
+            async def undo_all() -> None:
                 for step in reversed(undo):
                     try:
                         await step()
                     except Exception:  # noqa: BLE001 - best-effort cleanup
                         pass
+
+            # Shielded: a cancelled create still cleans up what it made.
+            await asyncio.shield(undo_all())
 
         try:
             try:
@@ -413,7 +417,7 @@ class AsyncImage:
         self._limiter = _limiter_for(ioctx)
         self._closed = False
         self._write_seq = 0
-        self._inflight: dict[int, trio.Event] = {}
+        self._inflight: dict[int, asyncio.Event] = {}
         self._last_mtime_update = float("-inf")
         self._last_atime_update = float("-inf")
 
@@ -732,7 +736,7 @@ class AsyncImage:
 
         seq = self._write_seq
         self._write_seq += 1
-        done = trio.Event()
+        done = asyncio.Event()
         self._inflight[seq] = done
         try:
             # Let every started write finish even if one fails: flush() semantics.

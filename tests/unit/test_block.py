@@ -257,7 +257,7 @@ def test_registry_roundtrip_and_stale_records_are_dropped(run_dir):
     assert [r["id"] for r in registry.iter_records()] == ["2", "3", "10"]
     shown = block.showmapped()
     assert shown == [{"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10"}]
-    assert sorted(os.listdir(run_dir / "mappings")) == ["10.json"]
+    assert sorted(_ls(run_dir / "mappings")) == ["10.json"]
 
 
 def test_zombie_counts_as_dead():
@@ -268,6 +268,10 @@ def test_zombie_counts_as_dead():
 
 
 # the real thing: daemon process, FUSE, loop device
+
+
+def _ls(path) -> list[str]:
+    return os.listdir(path) if os.path.isdir(path) else []
 
 
 def _used_loops() -> dict[int, str]:
@@ -291,7 +295,7 @@ def mapper(run_dir, tmp_path):
             backing = f"/dev/shm/pyceph-test-{os.getpid()}-{name}-{len(made)}"
             with open(backing, "wb") as f:
                 f.truncate(size)
-        stats = backing + ".stats"
+        stats = f"{backing}.{len(made)}.stats"
         opts = dict({"test_backing": backing, "test_stats": stats}, **opts)
         dev = block.map_image({"pool": "rbd", "name": name, "read_only": read_only, "options": opts},
                               DAEMON_ARGV, timeout=30)
@@ -305,8 +309,8 @@ def mapper(run_dir, tmp_path):
     for rec in list(registry.iter_records()):
         with contextlib.suppress(errors.Error):
             block.unmap(rec["device"], timeout=30, force=True)
-    for b in made:
-        for p in (b, b + ".stats"):
+    for i, b in enumerate(made):
+        for p in (b, f"{b}.{i}.stats"):
             with contextlib.suppress(OSError):
                 os.unlink(p)
 
@@ -359,8 +363,8 @@ def test_map_ext4_mount_write_unmap_and_verify_backing_file(mapper, tmp_path, ru
     block.unmap("rbd/ext", timeout=30)
     assert block.showmapped() == []
     assert idx not in _used_loops()
-    assert os.listdir(run_dir / "mappings") == []
-    assert os.listdir(run_dir / "mnt") == []
+    assert _ls(run_dir / "mappings") == []
+    assert _ls(run_dir / "mnt") == []
     counts = read_stats(stats)
     assert counts["closed"] == 1 and counts["flushes"] >= 1
 
@@ -475,8 +479,8 @@ def test_failing_image_factory_is_reported_and_leaves_nothing(mapper, run_dir):
     with pytest.raises(errors.PermissionDeniedError):
         mapper(16 * MiB, name="nope", test_open_error=[errno.EACCES, "PermissionDeniedError"])
     assert _used_loops() == before
-    assert os.listdir(run_dir / "mappings") == []
-    assert os.listdir(run_dir / "mnt") == []
+    assert _ls(run_dir / "mappings") == []
+    assert _ls(run_dir / "mnt") == []
     with open("/proc/self/mountinfo") as f:
         assert str(run_dir) not in f.read()
     assert block.showmapped() == []
@@ -531,7 +535,7 @@ def test_killed_daemon_is_cleaned_up(mapper, run_dir):
     while idx in _used_loops() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert idx not in _used_loops()  # autoclear/cleanup released the loop device
-    assert os.listdir(run_dir / "mappings") == [] and os.listdir(run_dir / "mnt") == []
+    assert _ls(run_dir / "mappings") == [] and _ls(run_dir / "mnt") == []
 
 
 def test_sigterm_is_an_orderly_unmap(mapper, run_dir):
@@ -544,7 +548,7 @@ def test_sigterm_is_an_orderly_unmap(mapper, run_dir):
         time.sleep(0.05)
     assert not registry.daemon_alive(rec)
     assert read_stats(stats)["closed"] == 1
-    assert os.listdir(run_dir / "mappings") == []
+    assert _ls(run_dir / "mappings") == []
     assert loopdev.device_index(dev) not in _used_loops()
 
 

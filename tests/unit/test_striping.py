@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
-import trio
+import asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -157,7 +157,7 @@ class MemIoctx:
         self.peak = 0
 
     async def read(self, oid, length, offset=0, snapid=None):
-        await trio.sleep(0)
+        await asyncio.sleep(0)
         if oid not in self.objects:
             raise ObjectNotFound(oid)
         return bytes(self.objects[oid][offset : offset + length])
@@ -165,7 +165,7 @@ class MemIoctx:
     async def write(self, oid, data, offset=0, snapc=None):
         self.active += 1
         self.peak = max(self.peak, self.active)
-        await trio.sleep(0)
+        await asyncio.sleep(0)
         self.active -= 1
         self.snapcs.append(snapc)
         obj = self.objects.setdefault(oid, bytearray())
@@ -211,7 +211,7 @@ def test_image_write_read_roundtrip(su, sc):
         await img.flush()
         await img.close()
 
-    trio.run(main)
+    asyncio.run(main())
     # every data object holds exactly the image bytes the layout assigns to it
     for oid, obj in io.objects.items():
         objno = int(oid.rsplit(".", 1)[1], 16)
@@ -240,7 +240,7 @@ def test_image_read_holes_and_clipping():
             await img.write(3 * 4096 + 100, b"a")
         assert await img.write(3 * 4096 + 99, b"ab") == 1
 
-    trio.run(main)
+    asyncio.run(main())
 
 
 def test_image_read_only_refuses_write():
@@ -251,4 +251,4 @@ def test_image_read_only_refuses_write():
         with pytest.raises(ReadOnlyImage):
             await img.write(0, b"a")
 
-    trio.run(main)
+    asyncio.run(main())

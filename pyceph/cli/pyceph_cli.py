@@ -1,0 +1,159 @@
+"""``pyceph``: cluster, placement and debugging tools.
+
+- ``pyceph cluster start|stop|status|kill|restart``: the dev cluster (:mod:`pyceph.cluster`).
+- ``pyceph osd map POOL OBJECT... [--format json]``: like ``ceph osd map``, computed by
+  our own OSDMap/CRUSH code from the map the monitor sent us.
+- ``pyceph crush test --crushmap FILE ...``: like ``crushtool --test --show-mappings``.
+- ``pyceph osdmap FILE --test-map-pgs-dump-all [--pool ID]``: like ``osdmaptool``.
+- ``pyceph status``: connect and show the client's view (mon session, global_id, maps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+
+from .. import errors
+from .common import add_client_options, client_parent, run_main, setup_logging, with_rados
+
+PROG = "pyceph"
+
+
+def cmd_osd_map(args) -> int:
+    from ..osdmap.tool import osd_map_json
+
+    async def go(r):
+        m = r.osdmap
+        r.pool_lookup(args.pool)  # PoolNotFound with a clear message
+        return [osd_map_json(m, args.pool, o, getattr(args, "namespace", None) or "") for o in args.objects]
+
+    rows = asyncio.run(with_rados(args, go))
+    for row in rows:
+        if args.format == "json":
+            print(json.dumps(row))
+        else:
+            up = ",".join(str(o) for o in row["up"])
+            acting = ",".join(str(o) for o in row["acting"])
+            print(f"osdmap e{row['epoch']} pool '{row['pool']}' ({row['pool_id']}) object '{row['objname']}' -> "
+                  f"pg {row['raw_pgid']} ({row['pgid']}) -> up ([{up}], p{row['up_primary']}) "
+                  f"acting ([{acting}], p{row['acting_primary']})")
+    return 0
+
+
+def cmd_crush_test(args) -> int:
+    from ..osdmap.crush import CrushMap
+    from ..osdmap.crush.tool import test_mappings
+
+    try:
+        data = open(args.crushmap, "rb").read()
+    except OSError as e:
+        raise errors.ObjectNotFound(f"{args.crushmap}: {e.strerror}") from e
+    crush = CrushMap.from_bytes(data)
+    weights = {int(osd): float(w) for osd, w in (args.weight or [])}
+    rules = [args.rule] if args.rule is not None else sorted(crush.rule_ids()) if hasattr(crush, "rule_ids") else [0]
+    for rule in rules:
+        for line in test_mappings(crush, rule, args.num_rep, args.min_x, args.max_x, weights or None):
+            print(line)
+    return 0
+
+
+def cmd_osdmap(args) -> int:
+    from ..osdmap import OSDMap
+    from ..osdmap.tool import dump_all_pgs
+
+    try:
+        data = open(args.file, "rb").read()
+    except OSError as e:
+        raise errors.ObjectNotFound(f"{args.file}: {e.strerror}") from e
+    m = OSDMap.decode(data)
+    if args.test_map_pgs_dump_all:
+        for line in dump_all_pgs(m, args.pool):
+            print(line)
+    elif args.dump_json:
+        print(json.dumps(m.to_dump_dict(), indent=2))
+    else:
+        print(f"osdmap e{m.epoch}: {len(m.pools)} pools, max_osd {m.max_osd}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    async def go(r):
+        monc = r.monc
+        m = r.osdmap
+        return {
+            "fsid": r.get_fsid(),
+            "entity": str(monc.config.name),
+            "global_id": monc.global_id,
+            "mon_session": {"state": monc.state, "mon": monc.cur_mon,
+                            "connection_state": monc.con.state.value if monc.con else None},
+            "monmap_epoch": monc.monmap.epoch if monc.monmap else None,
+            "mons": list(monc.monmap.ranks) if monc.monmap else [],
+            "osdmap_epoch": m.epoch,
+            "osds_up": sum(1 for o in range(m.max_osd) if m.is_up(o)),
+            "osds_in": sum(1 for o in range(m.max_osd) if m.exists(o) and m.is_in(o)),
+            "pools": r.list_pools(),
+        }
+
+    st = asyncio.run(with_rados(args, go))
+    if args.format == "json":
+        print(json.dumps(st))
+    else:
+        for k, v in st.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ..cluster.cli import register
+
+    p = argparse.ArgumentParser(prog=PROG, description="pyceph: cluster, placement and debugging tools.")
+    add_client_options(p)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    register(sub)
+    parent = client_parent()
+
+    osd = sub.add_parser("osd", help="OSD placement tools")
+    osub = osd.add_subparsers(dest="osd_command", metavar="COMMAND", required=True)
+    sp = osub.add_parser("map", parents=[parent], help="placement of objects (like `ceph osd map`)")
+    sp.add_argument("pool")
+    sp.add_argument("objects", nargs="+")
+    sp.add_argument("--format", choices=("plain", "json"), default="plain")
+    sp.set_defaults(func=cmd_osd_map)
+
+    crush = sub.add_parser("crush", help="CRUSH tools")
+    csub = crush.add_subparsers(dest="crush_command", metavar="COMMAND", required=True)
+    sp = csub.add_parser("test", help="mappings of a compiled CRUSH map (like `crushtool --test --show-mappings`)")
+    sp.add_argument("--crushmap", "-i", required=True, help="compiled CRUSH map file")
+    sp.add_argument("--rule", type=int)
+    sp.add_argument("--num-rep", type=int, required=True)
+    sp.add_argument("--min-x", type=int, default=0)
+    sp.add_argument("--max-x", type=int, default=1023)
+    sp.add_argument("--weight", nargs=2, action="append", metavar=("OSD", "WEIGHT"))
+    sp.add_argument("--show-mappings", action="store_true", help="accepted for crushtool compatibility")
+    sp.set_defaults(func=cmd_crush_test)
+
+    sp = sub.add_parser("osdmap", help="inspect an OSDMap file (like osdmaptool)")
+    sp.add_argument("file")
+    sp.add_argument("--test-map-pgs-dump-all", action="store_true")
+    sp.add_argument("--pool", type=int)
+    sp.add_argument("--dump-json", action="store_true", help="decoded pools and OSDs as JSON")
+    sp.set_defaults(func=cmd_osdmap)
+
+    sp = sub.add_parser("status", parents=[parent], help="connect and show the client's view of the cluster")
+    sp.add_argument("--format", choices=("plain", "json"), default="plain")
+    sp.set_defaults(func=cmd_status)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args)
+    if args.command == "cluster":
+        return args.func(args)
+    return run_main(PROG, lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
