@@ -10,6 +10,7 @@ import select
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from typing import Any
 
@@ -83,7 +84,9 @@ def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.
     spec = _normalize_spec(spec)
     label = spec_label(spec)
     safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", label.replace("/", "."))
-    log_path = os.path.join(registry.subdir("log"), f"{safe}.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}.log")
+    fd, log_path = tempfile.mkstemp(prefix=f"{safe}.{time.strftime('%Y%m%d-%H%M%S')}.", suffix=".log",
+                                    dir=registry.subdir("log"))
+    os.close(fd)
     r, w = os.pipe()
     env = dict(os.environ)
     env[READY_FD_ENV] = str(w)

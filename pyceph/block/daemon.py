@@ -87,6 +87,19 @@ def _private_mount_ns() -> bool:
     return True
 
 
+def _patch_pyfuse3_asyncio() -> None:
+    # pyfuse3 3.5's shim fails the reader future even when a readable event already
+    # completed it, so terminate() raises InvalidStateError; skip finished futures.
+    import pyfuse3.asyncio as shim
+
+    def notify_closing(fd) -> None:
+        for fut in list(shim._read_futures.get(fd, ())):
+            if not fut.done():
+                fut.set_exception(shim.ClosedResourceError())
+
+    shim.notify_closing = notify_closing
+
+
 def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
     # pyfuse3's asyncio shim may fire a reader callback on a future that
     # terminate() already failed; that is harmless noise at shutdown.
@@ -156,7 +169,8 @@ class _Daemon:
         self.private_ns = private_ns
         opts = spec.get("options") or {}
         self.loop_dio = opt_bool(opts, "direct_io", True)
-        self.fuse_dio = opt_bool(opts, "fuse_direct_io", False)
+        # no FUSE page cache: the loop device's cache is the only one
+        self.fuse_dio = opt_bool(opts, "fuse_direct_io", True)
         self.partscan = opt_bool(opts, "partscan", False)
         self.max_tasks = int(opts.get("max_tasks", 64))
         self.detach_timeout = float(opts.get("detach_timeout", 30.0))
@@ -216,6 +230,10 @@ class _Daemon:
             self.pool.shutdown(wait=False)
         if self.exit_error is None:
             log.info("unmapped cleanly")
+            log_path = os.environ.get(LOG_ENV)
+            if log_path and not opt_bool(self.spec.get("options") or {}, "keep_log", False):
+                with contextlib.suppress(OSError):
+                    os.unlink(log_path)  # /run is RAM: keep only logs of failures
             return 0
         return 1
 
@@ -223,7 +241,7 @@ class _Daemon:
         import pyfuse3
         import pyfuse3.asyncio
 
-        self.image = await self.open_image()
+        self.image = await self._unless_stopped(self.open_image())
         ro = bool(self.spec.get("read_only") or self.image.read_only)
         self.read_only = ro
         label = spec_label(self.spec)
@@ -237,12 +255,15 @@ class _Daemon:
         if ro:
             options.add("ro")
         pyfuse3.asyncio.enable()
+        _patch_pyfuse3_asyncio()
         pyfuse3.init(self.ops, self.mountpoint, options)
         self.mounted = True
         self.fuse_task = asyncio.ensure_future(pyfuse3.main(min_tasks=2, max_tasks=self.max_tasks))
         if self.private_ns and self.max_background:
             _tune_fuse_connection(self.mountpoint, self.max_background)
         self.index, self.loop_fd = await self._blocking(self._attach, ro, "pyceph:" + label)
+        if self.stop.is_set():
+            raise errors.InterruptedOrTimeoutError("map interrupted by a signal")
         self.dev_id = str(self.index)
         st = loopdev.get_status(self.loop_fd)
         log.info("loop%d attached: read_only=%s direct_io=%s autoclear=%s",
@@ -265,6 +286,19 @@ class _Daemon:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(registry.socket_path(self.dev_id))
         self.server = await asyncio.start_unix_server(self._control, path=registry.socket_path(self.dev_id))
+
+    async def _unless_stopped(self, coro):
+        """Await ``coro`` unless SIGTERM/SIGINT comes first (then it is cancelled)."""
+        task = asyncio.ensure_future(coro)
+        stop_wait = asyncio.ensure_future(self.stop.wait())
+        await asyncio.wait({task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        stop_wait.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise errors.InterruptedOrTimeoutError("map interrupted by a signal")
+        return task.result()
 
     def _attach(self, ro: bool, label: str) -> tuple[int, int]:
         # opening the FUSE file sends requests to our own loop: must not run on it
@@ -321,7 +355,10 @@ class _Daemon:
                 note(e, "final flush")
         if self.fuse_task is not None:
             if not self.fuse_task.done():
-                pyfuse3.terminate()
+                try:
+                    pyfuse3.terminate()
+                except Exception as e:  # noqa: BLE001
+                    note(e, "stopping the FUSE loop")
                 try:
                     await asyncio.wait_for(asyncio.shield(self.fuse_task), 10)
                 except asyncio.TimeoutError:
@@ -374,16 +411,22 @@ def run_daemon(
 ) -> int:
     """Body of the mapping daemon process; returns its exit code (0 = clean unmap).
 
-    ``spec`` holds pool, namespace, name, snap ("-" or None for the head), read_only
-    and options (dict; honoured keys: direct_io (loop direct I/O, default on),
-    fuse_direct_io (FOPEN_DIRECT_IO on the FUSE file, default off: it serialises
-    loop's requests), partscan (default off), max_tasks (concurrent FUSE requests
-    served, default 64), max_background (kernel cap on async FUSE requests,
-    default 64), detach_timeout (seconds, default 30)).  ``open_image`` is
-    awaited inside the daemon's event loop.  ``ready_fd`` (default: env
-    ``PYCEPH_MAP_READY_FD``; None prints to stdout) receives one line, ``ready
-    <device>`` or ``error <errno> <ErrorClass> <message>``.  Must be called from the
-    main thread before other threads are started (it unshares the mount namespace).
+    ``spec`` holds pool, namespace, name, snap ("-" or None for the head),
+    read_only, and options (dict; values may be CLI strings):
+
+    - direct_io: loop device direct I/O (default on; keeps many requests in flight)
+    - fuse_direct_io: FOPEN_DIRECT_IO on the FUSE file (default on)
+    - max_tasks: FUSE requests served concurrently (default 64)
+    - max_background: kernel cap on async FUSE requests (default 64; kernel's is 12)
+    - partscan: scan partitions on the device (default off)
+    - detach_timeout: seconds to wait for other openers at unmap (default 30)
+    - keep_log: keep the log file after a clean exit (default off)
+
+    ``open_image`` is awaited inside the daemon's event loop.  ``ready_fd``
+    (default: env ``PYCEPH_MAP_READY_FD``; None prints to stdout) receives one line,
+    ``ready <device>`` or ``error <errno> <ErrorClass> <message>``.  Call it from
+    the main thread before starting other threads: it unshares the mount namespace
+    so the FUSE mount is private to the daemon and vanishes with it.
     """
     if ready_fd is None:
         ready_fd = ready_fd_from_env()

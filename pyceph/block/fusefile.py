@@ -18,7 +18,6 @@ from typing import Awaitable, Callable, Protocol, TypeVar
 
 import pyfuse3
 
-from .. import errors
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +57,14 @@ class ImageFile(pyfuse3.Operations):
     """pyfuse3 operations serving ``image`` as the single file at the mount root.
 
     ``read_only`` makes opens for writing fail with EROFS (the mount is also ``ro``).
-    ``direct_io`` sets FOPEN_DIRECT_IO on opens (no kernel page cache for the file,
-    but the kernel then serialises loop's requests; off by default because loop's
-    own direct I/O already bypasses the cache and stays asynchronous).  Counters (``stats``) are for tests and diagnostics.
+    ``direct_io`` sets FOPEN_DIRECT_IO on opens: no kernel page cache for the file,
+    so blocks are not cached twice (loop device cache + FUSE file cache).  Counters (``stats``) are for tests and diagnostics.
     """
 
     enable_writeback_cache = False  # a write is acknowledged only once the image has it
     supports_dot_lookup = False
 
-    def __init__(self, image: BlockImage, *, read_only: bool, direct_io: bool = False):
+    def __init__(self, image: BlockImage, *, read_only: bool, direct_io: bool = True):
         super().__init__()
         self.image = image
         self.read_only = read_only
@@ -77,8 +75,7 @@ class ImageFile(pyfuse3.Operations):
         self._inflight = 0
         self._next_fh = 1
         self._open: set[int] = set()
-        now = time.time_ns()
-        self._times = now
+        self._times = time.time_ns()  # a fixed mtime: attributes never change
 
     # --- helpers --------------------------------------------------------
 

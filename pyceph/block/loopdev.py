@@ -277,9 +277,8 @@ def busy_reason(index: int, ignore_pids: frozenset[int] = frozenset()) -> str | 
             return "in use (exclusively opened, e.g. mounted)"
     else:
         os.close(fd)
-    me = os.getpid()
     for pid in os.listdir("/proc"):
-        if not pid.isdigit() or int(pid) in ignore_pids or int(pid) == me:
+        if not pid.isdigit() or int(pid) in ignore_pids:
             continue
         fddir = f"/proc/{pid}/fd"
         try:

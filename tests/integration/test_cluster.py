@@ -11,7 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pyceph.cluster import CephNotInstalled, ClusterRunning, DevCluster, check_binaries, default_cluster_dir
+from pyceph.cluster import (
+    CephNotInstalled,
+    ClusterRunning,
+    ClusterStartTimeout,
+    CommandFailed,
+    DevCluster,
+    check_binaries,
+    default_cluster_dir,
+)
 from pyceph.cluster.launcher import _proc_cmdline, _pid_alive
 
 CEPH_DEFAULT_PORTS = {3300, 6789} | set(range(6800, 7301))
@@ -27,6 +35,11 @@ def _procs_mentioning(text: str) -> list[tuple[int, list[str]]]:
             if any(text in a for a in argv) and _pid_alive(int(entry)):
                 out.append((int(entry), argv))
     return out
+
+
+def _assert_health_ok(c: DevCluster) -> None:
+    h = c.ceph("health", "detail")
+    assert h["status"] == "HEALTH_OK", h["checks"]
 
 
 def _daemon_ports(c: DevCluster) -> set[int]:
@@ -189,8 +202,8 @@ def test_second_cluster_does_not_collide_and_stops_clean(cluster, tmp_path):
     try:
         c2.start(mons=1, osds=1)
         assert c2.fsid != cluster.fsid
-        assert c2.ceph("health")["status"] == "HEALTH_OK"
-        assert cluster.ceph("health")["status"] == "HEALTH_OK"
+        _assert_health_ok(c2)
+        _assert_health_ok(cluster)
         second_ports = _daemon_ports(c2)
         assert second_ports and not (first_ports & second_ports)
         lo, hi = c2.state["port_block"]
@@ -216,7 +229,7 @@ def test_second_cluster_does_not_collide_and_stops_clean(cluster, tmp_path):
     finally:
         c2.stop()
     assert _procs_mentioning(str(d)) == []
-    assert cluster.ceph("health")["status"] == "HEALTH_OK"
+    _assert_health_ok(cluster)
 
 
 def test_cli_stop_of_stopped_dir_and_status_exit_code(tmp_path):
@@ -262,3 +275,19 @@ def test_fixture_fails_not_skips_without_binaries(tmp_path):
     assert r.returncode == 1, r.stdout
     assert "apt-get install ceph-mon ceph-osd ceph-mgr ceph-common" in r.stdout
     assert "1 error" in r.stdout and "skipped" not in r.stdout
+
+
+def test_failed_start_leaves_no_process(tmp_path):
+    c = DevCluster(tmp_path / "broken")
+    # mon and mgr come up, then OSD mkfs cannot create its data dir.
+    with pytest.raises(CommandFailed, match="ceph-osd"):
+        c.start(mons=1, osds=1, conf={"osd data": "/proc/pyceph-no-such-dir/$name"})
+    assert not c.is_running()
+    assert _procs_mentioning(str(c.dir)) == []
+
+
+def test_wait_clean_timeout_reports_last_status(cluster):
+    with pytest.raises(ClusterStartTimeout) as ei:
+        cluster.wait_clean(timeout=1, osds=99)  # never satisfied
+    assert "not active+clean" in str(ei.value)
+    assert "cluster:" in ei.value.last_status and cluster.fsid in ei.value.last_status

@@ -177,7 +177,7 @@ def test_decode_rejects_bad_magic_and_trailing_bytes():
 
 
 def test_decode_rejects_cycles():
-    m = _load("straw2-host-rack")
+    m = CrushMap.from_bytes((VECTORS / "straw2-host-rack.bin").read_bytes())
     root = next(b for b in m.buckets if b is not None and b.id not in
                 {i for bb in m.buckets if bb is not None for i in bb.items})
     leaf_host = next(b for b in m.buckets if b is not None and all(i >= 0 for i in b.items))
@@ -580,3 +580,44 @@ def test_pool_id_hashing(extra_maps):
     path = extra_maps["args"]
     m = CrushMap.from_bytes(path.read_bytes())
     assert crush_test_mappings(m, 0, 3, 0, 127, None, pool_id=7) == _crushtool(path, 0, 3, 0, 127, {}, 7)
+
+
+def test_choose_args_must_match_buckets():
+    """choose_args naming a bucket past max_buckets, or with ids/weights that disagree
+    with the bucket's size, are refused (the kernel's decode_choose_args rejects the
+    first two; the mapper would index past the bucket on the last)."""
+    from pyceph.osdmap.crush import ChooseArg
+
+    base = CrushMap.from_bytes((VECTORS / "straw2-host-rack.bin").read_bytes())
+    size = base.buckets[0].size
+    good = {0: ChooseArg([[0x10000] * size], list(range(100, 100 + size)))}
+    for args in (
+        {len(base.buckets): ChooseArg([[0x10000]], [])},
+        {0: ChooseArg([], [5])},
+        {0: ChooseArg([[0x10000] * (size + 1)], [])},
+    ):
+        m = CrushMap.from_bytes((VECTORS / "straw2-host-rack.bin").read_bytes())
+        m.choose_args = {-1: args}
+        with pytest.raises(DecodeError):
+            CrushMap.from_bytes(m.to_bytes())
+    m = CrushMap.from_bytes((VECTORS / "straw2-host-rack.bin").read_bytes())
+    m.choose_args = {-1: good}
+    assert CrushMap.from_bytes(m.to_bytes()).choose_args == {-1: good}
+
+
+@needs_crushtool
+def test_named_device_past_max_devices(tmp_path):
+    """CrushWrapper::finalize raises max_devices to cover named devices; crushtool then
+    places on them (checked by renumbering osd.35 to id 100)."""
+    m = CrushMap.from_bytes((VECTORS / "straw2-host-rack.bin").read_bytes())
+    for b in m.buckets:
+        if b is not None and 35 in b.items:
+            b.items[b.items.index(35)] = 100
+    m.names[100] = m.names.pop(35)
+    path = tmp_path / "bump.bin"
+    path.write_bytes(m.to_bytes())
+    m2 = CrushMap.from_bytes(path.read_bytes())
+    assert m2.max_devices == 101
+    want = _crushtool(path, 8, 5, 0, 199, {})
+    assert any("100" in ln.split()[-1].strip("[]").split(",") for ln in want)
+    assert crush_test_mappings(m2, 8, 5, 0, 199) == want

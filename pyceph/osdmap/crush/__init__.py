@@ -5,7 +5,7 @@
 placement exactly as the kernel's ``crush_do_rule`` does.
 """
 
-from .hash import crush_hash32, crush_hash32_2, crush_hash32_3, crush_hash32_4
+from .hash import crush_hash32_2, crush_hash32_3, crush_hash32_4
 from .map import (
     CRUSH_ITEM_NONE,
     DEFAULT_CHOOSE_ARGS,
@@ -24,7 +24,6 @@ __all__ = [
     "CrushMap",
     "CrushRule",
     "CrushRuleStep",
-    "crush_hash32",
     "crush_hash32_2",
     "crush_hash32_3",
     "crush_hash32_4",

@@ -1,12 +1,13 @@
 """CRUSH's rjenkins1 hash (``CRUSH_HASH_RJENKINS1``).
 
-Robert Jenkins' 96-bit mix applied to 1..5 unsigned 32-bit inputs, exactly as
+Robert Jenkins' 96-bit mix applied to 2..4 unsigned 32-bit inputs (the arities the
+mapper and ``OSDMap`` use), exactly as
 ``net/ceph/crush/hash.c`` (kernel) and ``src/crush/hash.c`` (Ceph) compute it.
 Inputs may be negative Python ints (bucket ids); they are taken modulo 2**32 like
 the C ``__u32`` casts.  Results are ints in ``[0, 2**32)``.
 
-The mix is written out inline in every function: these run tens of times per
-placement, and a helper call per mix would double the cost.
+``crush_hash32_3`` (straw, straw2, uniform: the hot path) has the mix written out
+inline; a helper call per mix roughly doubles its cost.
 """
 
 from __future__ import annotations
@@ -32,15 +33,6 @@ def _mix(a: int, b: int, c: int) -> tuple[int, int, int]:
     b = ((b - c - a) ^ (a << 10)) & _M
     c = ((c - a - b) & _M) ^ (b >> 15)
     return a, b, c
-
-
-def crush_hash32(a: int) -> int:
-    """``crush_hash32_rjenkins1(a)``."""
-    a &= _M
-    h = _SEED ^ a
-    b, x, h = _mix(a, _X, h)
-    y, a, h = _mix(_Y, a, h)
-    return h
 
 
 def crush_hash32_2(a: int, b: int) -> int:
@@ -133,27 +125,6 @@ def crush_hash32_4(a: int, b: int, c: int, d: int) -> int:
     y, b, h = _mix(y, b, h)
     c, x, h = _mix(c, x, h)
     y, d, h = _mix(y, d, h)
-    return h
-
-
-def crush_hash32_5(a: int, b: int, c: int, d: int, e: int) -> int:
-    """``crush_hash32_rjenkins1_5(a, b, c, d, e)`` (unused by the mapper; for completeness)."""
-    a &= _M
-    b &= _M
-    c &= _M
-    d &= _M
-    e &= _M
-    h = _SEED ^ a ^ b ^ c ^ d ^ e
-    x = _X
-    y = _Y
-    a, b, h = _mix(a, b, h)
-    c, d, h = _mix(c, d, h)
-    e, x, h = _mix(e, x, h)
-    y, a, h = _mix(y, a, h)
-    b, x, h = _mix(b, x, h)
-    y, c, h = _mix(y, c, h)
-    d, x, h = _mix(d, x, h)
-    y, e, h = _mix(y, e, h)
     return h
 
 

@@ -40,6 +40,7 @@ from .map import (
     ChooseArg,
     CrushBucket,
     CrushMap,
+    _check_acyclic,
 )
 
 S64_MIN = -(1 << 63)
@@ -190,6 +191,8 @@ class Mapper:
     """Placement engine for one :class:`CrushMap` (see module docstring)."""
 
     def __init__(self, cmap: CrushMap):
+        # decode checks this too; a map edited in memory could still loop forever
+        _check_acyclic(cmap.buckets)
         self.max_devices = cmap.max_devices
         self.max_buckets = len(cmap.buckets)
         # per bucket index: type (None for a hole), size, alg, choose fn, items, id
