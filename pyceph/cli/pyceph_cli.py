@@ -6,6 +6,7 @@
 - ``pyceph crush test --crushmap FILE ...``: like ``crushtool --test --show-mappings``.
 - ``pyceph osdmap FILE --test-map-pgs-dump-all [--pool ID]``: like ``osdmaptool``.
 - ``pyceph status``: connect and show the client's view (mon session, global_id, maps).
+- ``pyceph demo``: the end-to-end demo (:mod:`pyceph.cluster.demo`).
 """
 
 from __future__ import annotations
@@ -141,6 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--dump-json", action="store_true", help="decoded pools and OSDs as JSON")
     sp.set_defaults(func=cmd_osdmap)
 
+    sp = sub.add_parser("demo", help="end-to-end demo: cluster, map, mkfs, write, verify with librbd, clean up")
+    sp.add_argument("--keep", action="store_true", help="leave the cluster running")
+    sp.set_defaults(func=lambda a: __import__("pyceph.cluster.demo", fromlist=["main"]).main(["--keep"] if a.keep else []))
+
     sp = sub.add_parser("status", parents=[parent], help="connect and show the client's view of the cluster")
     sp.add_argument("--format", choices=("plain", "json"), default="plain")
     sp.set_defaults(func=cmd_status)
@@ -150,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args)
-    if args.command == "cluster":
+    if args.command in ("cluster", "demo"):
         return args.func(args)
     return run_main(PROG, lambda: args.func(args))
 
