@@ -17,6 +17,7 @@ from .features import (
     RBD_FEATURE_STRIPINGV2,
 )
 from .image import ArgumentOutOfRange, AsyncImage, AsyncRBD
+from .api import RBD, Image
 from .striping import ObjectExtent, data_object_name, file_to_extents
 
 __all__ = [
