@@ -141,13 +141,10 @@ async def with_rados(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any
 
 
 def run_main(prog: str, fn: Callable[[], int]) -> int:
-    """Run a CLI body: typed errors become ``prog: error: message`` and exit code 1
-    (2 for bad arguments); Ctrl-C exits 130."""
+    """Run a CLI body: a typed error becomes one line ``prog: ErrorType: message`` on
+    stderr and exit code 1 (argparse's usage errors exit 2); Ctrl-C exits 130."""
     try:
         return fn() or 0
-    except errors.InvalidArgumentError as e:
-        print(f"{prog}: {e.message or e}", file=sys.stderr)
-        return 2 if isinstance(e, errors.ConfigError) is False and "specified" in str(e) else 1
     except errors.Error as e:
         print(f"{prog}: {type(e).__name__}: {e.message or e}", file=sys.stderr)
         return 1
