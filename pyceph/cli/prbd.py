@@ -62,6 +62,16 @@ class Progress:
         if self.enabled:
             sys.stderr.write(f"\r{self.what}: {max(self.last, 0)}% complete...failed.\n")
 
+    def run(self, fn, *a):
+        """``fn(*a)``, then the final ``done.`` line, or ``failed.`` if it raised."""
+        try:
+            r = fn(*a)
+        except BaseException:
+            self.fail()
+            raise
+        self.finish()
+        return r
+
 
 def _spec(args, default_pool="rbd") -> ImageSpec:
     return parse_image_spec(
@@ -98,6 +108,20 @@ def _order(args) -> int | None:
             raise errors.InvalidArgumentError("object size must be a power of two")
         return size.bit_length() - 1
     return None
+
+
+def _with_image(args, spec: ImageSpec, read_only: bool, fn) -> Any:
+    """Connect, open ``spec`` (its snapshot if any), return ``await fn(image)``; always close."""
+
+    async def go(r):
+        io = await r.open_ioctx(spec.pool, spec.namespace)
+        img = await AsyncImage.open(io, spec.image, read_only=read_only, snapshot=spec.snap)
+        try:
+            return await fn(img)
+        finally:
+            await img.close()
+
+    return asyncio.run(with_rados(args, go))
 
 
 def _dump(obj: Any, args) -> None:
@@ -166,15 +190,10 @@ def cmd_ls(args) -> int:
 def cmd_info(args) -> int:
     spec = _spec(args)
 
-    async def go(r):
-        io = await r.open_ioctx(spec.pool, spec.namespace)
-        img = await AsyncImage.open(io, spec.image, read_only=True, snapshot=spec.snap)
-        try:
-            return img.info_json(spec.image)
-        finally:
-            await img.close()
+    async def go(img):
+        return img.info_json(spec.image)
 
-    info = asyncio.run(with_rados(args, go))
+    info = _with_image(args, spec, True, go)
     if args.format == "json":
         _dump(info, args)
         return 0
@@ -206,12 +225,7 @@ def cmd_rm(args) -> int:
         io = await r.open_ioctx(spec.pool, spec.namespace)
         await AsyncRBD().remove(io, spec.image)
 
-    try:
-        asyncio.run(with_rados(args, go))
-    except errors.Error:
-        prog.fail()
-        raise
-    prog.finish()
+    prog.run(lambda: asyncio.run(with_rados(args, go)))
     return 0
 
 
@@ -251,52 +265,42 @@ def cmd_export(args) -> int:
     path = args.path_name
     prog = Progress("Exporting image", not args.no_progress and path != "-")
 
-    async def go(r):
-        io = await r.open_ioctx(spec.pool, spec.namespace)
-        img = await AsyncImage.open(io, spec.image, read_only=True, snapshot=spec.snap)
+    async def go(img):
+        size = img.size()
+        chunk = img.stat()["obj_size"]
+        if path == "-":
+            out = sys.stdout.buffer
+            # stdout needs bytes in order: read a window ahead, write in sequence.
+            offs = list(range(0, size, chunk))
+            window = 8
+            pending: dict[int, asyncio.Task] = {}
+            for i, off in enumerate(offs):
+                pending[off] = asyncio.ensure_future(img.read(off, min(chunk, size - off)))
+                if i >= window:
+                    o = offs[i - window]
+                    out.write(await pending.pop(o))
+            for o in offs:
+                if o in pending:
+                    out.write(await pending.pop(o))
+            out.flush()
+            return
+        if os.path.exists(path) and not args.force:
+            raise errors.ObjectExists(f"{path}: file exists; pass --force to overwrite it")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            size = img.size()
-            chunk = img.stat()["obj_size"]
-            if path == "-":
-                out = sys.stdout.buffer
-                # stdout needs bytes in order: read a window ahead, write in sequence.
-                offs = list(range(0, size, chunk))
-                window = 8
-                pending: dict[int, asyncio.Task] = {}
-                for i, off in enumerate(offs):
-                    pending[off] = asyncio.ensure_future(img.read(off, min(chunk, size - off)))
-                    if i >= window:
-                        o = offs[i - window]
-                        out.write(await pending.pop(o))
-                for o in offs:
-                    if o in pending:
-                        out.write(await pending.pop(o))
-                out.flush()
-                return
-            if os.path.exists(path) and not args.force:
-                raise errors.ObjectExists(f"{path}: file exists (use --force? rbd refuses too)")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                os.ftruncate(fd, size)
+            os.ftruncate(fd, size)
 
-                async def worker(off, n):
-                    data = await img.read(off, n)
-                    if data.count(0) != len(data):  # keep the file sparse like rbd export
-                        os.pwrite(fd, data, off)
+            async def worker(off, n):
+                data = await img.read(off, n)
+                if data.count(0) != len(data):  # keep the file sparse like rbd export
+                    os.pwrite(fd, data, off)
 
-                await _pipelined(size, chunk, worker, 8, prog)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            await _pipelined(size, chunk, worker, 8, prog)
+            os.fsync(fd)
         finally:
-            await img.close()
+            os.close(fd)
 
-    try:
-        asyncio.run(with_rados(args, go))
-    except errors.Error:
-        prog.fail()
-        raise
-    prog.finish()
+    prog.run(lambda: _with_image(args, spec, True, go))
     return 0
 
 
@@ -335,12 +339,7 @@ def cmd_import(args) -> int:
             if src is not None:
                 os.close(src)
 
-    try:
-        asyncio.run(with_rados(args, go))
-    except errors.Error:
-        prog.fail()
-        raise
-    prog.finish()
+    prog.run(lambda: asyncio.run(with_rados(args, go)))
     return 0
 
 
@@ -411,15 +410,10 @@ def cmd_bench(args) -> int:
     io_size = parse_size(args.io_size, "B")
     total = parse_size(args.io_total, "B")
 
-    async def go(r):
-        io = await r.open_ioctx(spec.pool, spec.namespace)
-        img = await AsyncImage.open(io, spec.image, read_only=args.io_type == "read")
-        try:
-            return await run_bench(img, args.io_type, io_size, args.io_threads, total, args.io_pattern)
-        finally:
-            await img.close()
+    async def go(img):
+        return await run_bench(img, args.io_type, io_size, args.io_threads, total, args.io_pattern)
 
-    res = asyncio.run(with_rados(args, go))
+    res = _with_image(args, spec, args.io_type == "read", go)
     if args.format == "json":
         _dump(res, args)
     return 0

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..auth.cephx import CephxClient
 from ..auth.crypto import CryptoKey
+from ..auth.hooks import AuthHooksMixin
 from ..config import ClientConfig
 from ..errors import (
     AuthError,
@@ -61,7 +62,7 @@ CEPH_AUTH_CEPHX = 2
 _SUB_ONETIME = 1
 
 
-class MonClient:
+class MonClient(AuthHooksMixin):
     """Session with the monitor cluster.
 
     ``MonClient(config)``; ``await monc.open_session(timeout)`` authenticates and waits
@@ -286,19 +287,7 @@ class MonClient:
             raise make_ex(-107, "no monitor session")
         self.con.send(msg)
 
-    # -- connection ops (ceph_connection_operations) ---------------------------------------
-    def get_auth_request(self, con):
-        return self.auth.get_auth_request(con)
-
-    def handle_auth_reply_more(self, con, payload):
-        return self.auth.handle_auth_reply_more(con, payload)
-
-    def handle_auth_done(self, con, global_id, con_mode, payload):
-        return self.auth.handle_auth_done(con, global_id, con_mode, payload)
-
-    def handle_auth_bad_method(self, con, method, result, allowed_methods, allowed_modes):
-        return self.auth.handle_auth_bad_method(con, method, result, allowed_methods, allowed_modes)
-
+    # -- connection ops (ceph_connection_operations; auth hooks from AuthHooksMixin) ------
     def dispatch(self, con: Connection, msg: Message) -> None:
         if con is not self.con:
             return
