@@ -15,8 +15,9 @@ from pyceph.auth import structs
 from pyceph.auth.crypto import CryptoKey
 from pyceph.encoding import Decoder, Encoder
 from pyceph.errors import DecodeError
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
-CORPUS = Path("/work/shared/ceph-object-corpus/16.2.0/objects")
+CORPUS = CORPUS_DIR
 
 TYPES = {
     "CryptoKey": CryptoKey,

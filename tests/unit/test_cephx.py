@@ -1,4 +1,4 @@
-"""cephx against a real captured librados session (/work/shared/vectors/msgr2-capture).
+"""cephx against a real captured librados session (../shared/vectors/msgr2-capture).
 
 The capture's client key is in ``keyring``, so every step can be replayed offline: we
 inject the client's random challenge/nonce (recovered from the capture) and check that
@@ -8,6 +8,7 @@ AUTH_SIGNATURE frames (HMAC-SHA256 under the session key, computed by Ceph) veri
 """
 
 from __future__ import annotations
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
 import errno
 import functools
@@ -56,7 +57,7 @@ from pyceph.types import (
     EntityName,
 )
 
-CAP = Path("/work/shared/vectors/msgr2-capture")
+CAP = (VECTORS_DIR / "msgr2-capture")
 ADMIN = EntityName.parse("client.admin")
 KEY_B64 = re.search(r"key = (\S+)", (CAP / "keyring").read_text()).group(1)
 KEY = CryptoKey.from_base64(KEY_B64)

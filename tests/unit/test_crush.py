@@ -1,6 +1,6 @@
 """CRUSH map decoding and placement against Ceph's own outputs.
 
-Oracles: /work/shared/vectors/crush (crushtool 16.2.15 --test --show-mappings over
+Oracles: ../shared/vectors/crush (crushtool 16.2.15 --test --show-mappings over
 compiled maps), Ceph's object corpus (CrushWrapper samples), and the installed
 crushtool run here on extra maps that reach the paths the vectors do not (argonaut
 tunables' local retries and permutation fallback, device classes, choose_args,
@@ -33,9 +33,10 @@ from pyceph.osdmap.crush.map import (
 )
 from pyceph.osdmap.crush.tool import test_mappings as crush_test_mappings
 from pyceph.osdmap.crush.tool import tester_weights as crush_tester_weights
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
-VECTORS = Path("/work/shared/vectors/crush")
-CORPUS = Path("/work/shared/ceph-object-corpus/16.2.0/objects/CrushWrapper")
+VECTORS = (VECTORS_DIR / "crush")
+CORPUS = (CORPUS_DIR / "CrushWrapper")
 FULL = os.environ.get("PYCEPH_CRUSH_FULL") == "1"
 MAP_NAMES = sorted(p.stem for p in VECTORS.glob("*.bin"))
 CORPUS_FILES = sorted(CORPUS.iterdir()) if CORPUS.is_dir() else []

@@ -1,6 +1,6 @@
 """Mon and OSD message payloads against a real librados session and Ceph's object corpus.
 
-The capture (``/work/shared/vectors/msgr2-capture``) is ``rados put capture_obj obj.bin``
+The capture (``../shared/vectors/msgr2-capture``) is ``rados put capture_obj obj.bin``
 then ``rados get`` against a 16.2.15 cluster; expected values are what that session
 carried (the README names the object, pool and payload), re-encodings must match the
 bytes librados and the OSD sent.
@@ -23,9 +23,10 @@ from pyceph.msgr.message import Message
 from pyceph.osd import messages as osdm
 from pyceph.osd import ops
 from pyceph.types import EntityNameT
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
-VEC = pathlib.Path("/work/shared/vectors/msgr2-capture")
-CORPUS = pathlib.Path("/work/shared/ceph-object-corpus/16.2.0/objects")
+VEC = (VECTORS_DIR / "msgr2-capture")
+CORPUS = CORPUS_DIR
 OBJ = (VEC / "obj.bin").read_bytes()
 REGISTRY = {**monm.MON_MESSAGES, **osdm.OSD_MESSAGES}
 

@@ -18,9 +18,10 @@ from pyceph.errors import DecodeError
 from pyceph.mon.messages import MMonMap
 from pyceph.mon.monmap import MonInfo, MonMap
 from pyceph.msgr.frames import TAG_MESSAGE, iter_frames, message_from_frame
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
-CORPUS = pathlib.Path("/work/shared/ceph-object-corpus/16.2.0/objects")
-CAPTURE = pathlib.Path("/work/shared/vectors/msgr2-capture/streams")
+CORPUS = CORPUS_DIR
+CAPTURE = (VECTORS_DIR / "msgr2-capture/streams")
 
 # `monmaptool --create --fsid 5b4b3a9e-0d6c-4a8e-9a51-2f1e7c3d9a10 --add zeta 10.0.0.1
 #  --add alpha 10.0.0.3:6789 --addv mid '[v2:10.0.0.2:3300,v1:10.0.0.2:6789]'

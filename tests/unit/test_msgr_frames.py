@@ -13,8 +13,9 @@ from pyceph.errors import DecodeError, ProtocolError
 from pyceph.msgr import frames as fr
 from pyceph.msgr.message import Message
 from pyceph.types import ADDR_TYPE_ANY, ADDR_TYPE_MSGR2, ENTITY_TYPE_CLIENT
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
-CAPTURE = Path("/work/shared/vectors/msgr2-capture")
+CAPTURE = (VECTORS_DIR / "msgr2-capture")
 STREAMS = sorted((CAPTURE / "streams").glob("*.c2s")) + sorted((CAPTURE / "streams").glob("*.s2c"))
 STREAM_IDS = [p.name for p in STREAMS]
 

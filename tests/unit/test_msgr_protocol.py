@@ -1,6 +1,7 @@
 """ClientProtocol: replayed against captured Ceph sessions, and against a scripted server."""
 
 from __future__ import annotations
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
 import asyncio
 import hashlib
@@ -24,7 +25,7 @@ from pyceph.types import (
     EntityAddr, EntityAddrvec, EntityName,
 )
 
-CAPTURE = Path("/work/shared/vectors/msgr2-capture")
+CAPTURE = (VECTORS_DIR / "msgr2-capture")
 KEY = "AQA/UQFrymfHFxAAR/XoYeaDsI46zapztTufdA=="  # from CAPTURE/keyring
 MON_STREAMS = ["00-3300", "01-3300", "02-3300", "05-3300", "06-3300", "07-3300"]
 

@@ -1,6 +1,6 @@
 """OSDMap decoding, incremental maps and PG placement, checked against Ceph's own output.
 
-Oracles: /work/shared/vectors/osdmap (``ceph osd dump``, ``osdmaptool --dump json`` and
+Oracles: ../shared/vectors/osdmap (``ceph osd dump``, ``osdmaptool --dump json`` and
 ``--test-map-pgs-dump-all``, ``ceph osd map``), Ceph 16.2.0's object corpus, and — where the
 Pacific ``osdmaptool`` is installed — its output for maps modified in memory.
 """
@@ -23,9 +23,10 @@ from pyceph.osdmap.osdmap import CEPH_OSD_IN, CEPH_OSD_UP, Incremental, OsdInfo,
 from pyceph.osdmap.pool import PgPool, PoolOpts, PoolSnapInfo
 from pyceph.osdmap.tool import dump_all_pgs, osd_map_json
 from pyceph.types import PgT
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
-VEC = Path("/work/shared/vectors/osdmap")
-CORPUS = Path("/work/shared/ceph-object-corpus/16.2.0/objects")
+VEC = (VECTORS_DIR / "osdmap")
+CORPUS = CORPUS_DIR
 OSDMAPTOOL = shutil.which("osdmaptool")
 
 

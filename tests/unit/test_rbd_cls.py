@@ -17,8 +17,9 @@ from pyceph.errors import DecodeError, FeatureNotSupported
 from pyceph.rbd import cls_client as c
 from pyceph.rbd import features as F
 from pyceph.rbd.image import check_feature_policy
+from tests.shared_data import CORPUS as CORPUS_DIR, VECTORS as VECTORS_DIR
 
-CORPUS = Path(os.environ.get("PYCEPH_CORPUS", "/work/shared/ceph-object-corpus/16.2.0/objects"))
+CORPUS = CORPUS_DIR
 
 TYPES = {
     "cls_rbd_parent": c.ClsRbdParent,
