@@ -291,9 +291,7 @@ def cmd_export(args) -> int:
             os.ftruncate(fd, size)
 
             async def worker(off, n):
-                data = await img.read(off, n)
-                if data.count(0) != len(data):  # keep the file sparse like rbd export
-                    os.pwrite(fd, data, off)
+                _pwrite_sparse(fd, await img.read(off, n), off)
 
             await _pipelined(size, chunk, worker, 8, prog)
             os.fsync(fd)
@@ -302,6 +300,26 @@ def cmd_export(args) -> int:
 
     prog.run(lambda: _with_image(args, spec, True, go))
     return 0
+
+
+SPARSE_SIZE = 4096  # rbd export's default --sparse-size
+
+
+def _pwrite_sparse(fd: int, data: bytes, off: int) -> None:
+    """Write ``data`` at ``off`` leaving holes for all-zero 4 KiB blocks, like ``rbd export``."""
+    view = memoryview(data)
+    zero = bytes(SPARSE_SIZE)
+    start = None
+    for pos in range(0, len(view), SPARSE_SIZE):
+        blk = view[pos : pos + SPARSE_SIZE]
+        if blk == zero[: len(blk)]:
+            if start is not None:
+                os.pwrite(fd, view[start:pos], off + start)
+                start = None
+        elif start is None:
+            start = pos
+    if start is not None:
+        os.pwrite(fd, view[start:], off + start)
 
 
 def cmd_import(args) -> int:
@@ -523,11 +541,13 @@ def cmd_showmapped(args) -> int:
         return 0
     if not rows:
         return 0
-    cols = ["id", "pool", "namespace", "name", "snap", "device"]
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    print("  ".join(f"{c:<{widths[c]}}" for c in cols).rstrip())
+    # (JSON key, column title): rbd's table says "image" where its JSON says "name".
+    cols = [("id", "id"), ("pool", "pool"), ("namespace", "namespace"), ("name", "image"),
+            ("snap", "snap"), ("device", "device")]
+    widths = {c: max(len(t), *(len(str(r[c])) for r in rows)) for c, t in cols}
+    print("  ".join(f"{t:<{widths[c]}}" for c, t in cols).rstrip())
     for r in rows:
-        print("  ".join(f"{str(r[c]):<{widths[c]}}" for c in cols).rstrip())
+        print("  ".join(f"{str(r[c]):<{widths[c]}}" for c, _ in cols).rstrip())
     return 0
 
 

@@ -173,12 +173,18 @@ def crush_ln(xin: int) -> int:
     return result + lh
 
 
-_STRAW2_LN: list[int] | None = None
+class _LnTable(dict):
+    """``u -> crush_ln(u) - 2**48``, each entry computed on first use: a short-lived
+    CLI maps a few objects and should not pay for all 65536 entries (about 0.16 s)."""
+
+    def __missing__(self, u: int) -> int:
+        v = self[u] = crush_ln(u) - 0x1000000000000
+        return v
 
 
-def straw2_ln_table() -> list[int]:
-    """``[crush_ln(u) - 0x1000000000000 for u in range(0x10000)]`` (values are <= 0), cached."""
-    global _STRAW2_LN
-    if _STRAW2_LN is None:
-        _STRAW2_LN = [crush_ln(u) - 0x1000000000000 for u in range(0x10000)]
+_STRAW2_LN = _LnTable()
+
+
+def straw2_ln_table() -> dict[int, int]:
+    """``table[u] == crush_ln(u) - 0x1000000000000`` (values <= 0) for 16-bit ``u``; shared, filled lazily."""
     return _STRAW2_LN
