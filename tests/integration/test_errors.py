@@ -374,6 +374,20 @@ def test_create_existing_image_is_image_exists(cluster, keeper_image):
     r = cli([*PRBD, "-c", str(cluster.conf_path), "create", "--size", "8M", keeper_image])
     line = error_line(r)
     assert "ImageExists" in line and keeper_image in line, r.stderr
+
+    async def api_create():
+        from pyceph.rbd import AsyncRBD
+
+        r, _ = await try_connect(ClientConfig.load(str(cluster.conf_path)), 20)
+        try:
+            io = await r.open_ioctx("rbd")
+            with pytest.raises(ImageExists) as ei:
+                await AsyncRBD().create(io, keeper_image, 16 << 20)
+            assert ei.value.errno == errno.EEXIST
+        finally:
+            await r.shutdown()
+
+    asyncio.run(api_create())
     after = json.loads(cluster.rbd("info", "--format", "json", f"rbd/{keeper_image}"))
     assert after == before and after["size"] == 4 << 20
     assert sorted(cluster.rbd("ls", "rbd").split()) == images

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 import shlex
 import shutil
@@ -350,8 +349,16 @@ def test_osdmaptool_dump_all_matches_cli_on_live_map(cluster, pools, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_placement_follows_map_changes(cluster, pools):
+def test_placement_follows_map_changes(cluster, pools, monkeypatch):
     """One subscribed client follows reweight, primary-affinity and pg-upmap (incrementals)."""
+    applied: list[int] = []
+    orig_apply = OSDMap.apply_incremental
+
+    def counting_apply(self, inc):
+        applied.append(inc.epoch)
+        return orig_apply(self, inc)
+
+    monkeypatch.setattr(OSDMap, "apply_incremental", counting_apply)
     pool = pools[1]
     queries = [(pool, n, "") for n in NAMES[:150]] + [("rbd", n, "") for n in NAMES[150:]]
     rbd_id = {p["pool_name"]: p["pool_id"] for p in cluster.ceph("osd", "pool", "ls", "detail")}["rbd"]
@@ -386,6 +393,8 @@ def test_placement_follows_map_changes(cluster, pools):
     seen, before, changed, updates = run(go, cluster)
     assert seen == sorted(seen) and len(set(seen)) == len(seen), seen
     assert updates and updates[-1] == seen[-1]
+    # Each change reached us as an incremental applied to the map we held.
+    assert set(seen[1:]) <= set(applied), (seen, applied)
     # The changes really moved primaries (so the comparison above was not trivial).
     assert sum(b["up_primary"] != c["up_primary"] for b, c in zip(before, changed)) > 50
     assert not any(c["up_primary"] == 0 for c in changed)
