@@ -1,5 +1,9 @@
 """``pyceph cluster start|stop|status|kill|restart``: manage a dev cluster from the shell.
 
+Fault injection (see :mod:`pyceph.cluster.faultproxy`): ``pyceph cluster proxy
+start|stop|status`` runs the fault proxy daemon for the cluster, ``pyceph cluster cable
+pull|stall|reset|drop|refuse|restore NAME`` changes the state of a daemon's route.
+
 ``register(subparsers)`` adds the ``cluster`` group to the ``pyceph`` command; every
 leaf parser sets ``func(args) -> int`` (exit code; errors are printed as one line on
 stderr).  ``python -m pyceph.cluster.cli start --dir X`` works standalone.
@@ -115,6 +119,106 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--signal", default="KILL", help="signal name (default KILL)")
     p = leaf("restart", "restart one daemon (graceful stop, then start)", _cmd_restart)
     p.add_argument("name", help="daemon name: osd.N, mon.X or mgr.x")
+    _add_fault_commands(sub, leaf)
+
+
+# -- fault proxy: `proxy start|stop|status`, `cable ACTION NAME` -----------------------
+
+CABLE_ACTIONS = {
+    "pull": "stall: existing connections hang, new ones are accepted and hang (cable pulled)",
+    "stall": "same as pull",
+    "reset": "RST every existing connection, refuse new ones (daemon crashed, as seen by the client)",
+    "drop": "RST every existing connection and every new one right after accept",
+    "refuse": "refuse new connections, keep existing ones relaying",
+    "restore": "back to pass: relay; stalled connections resume with their data intact",
+}
+
+
+def _cmd_proxy_start(args: argparse.Namespace) -> int:
+    from pyceph.cluster import faultproxy as fp
+
+    DevCluster(args.dir).state  # noqa: B018 - raises ClusterNotRunning without a cluster
+    pid = fp.start_proxy(args.dir, orphan_timeout=args.orphan_timeout, max_lifetime=args.max_lifetime)
+    st = fp.status(args.dir)
+    print(f"fault proxy running, pid {pid}: {len(st['routes'])} routes")
+    print(f"  connect map {st['map_path']}  (PYCEPH_CONNECT_MAP or 'pyceph connect map' in ceph.conf)")
+    return 0
+
+
+def _cmd_proxy_stop(args: argparse.Namespace) -> int:
+    from pyceph.cluster import faultproxy as fp
+
+    print("fault proxy stopped" if fp.stop_proxy(args.dir) else "fault proxy not running")
+    return 0
+
+
+def _format_routes(routes: dict[str, Any]) -> list[str]:
+    lines = [f"  {'ROUTE':<8} {'STATE':<7} {'LISTEN':<16} {'REAL':<16} {'CONNS':>5} {'ACTIVE':>6} "
+             f"{'TO DAEMON':>10} {'TO CLIENT':>10} {'RESETS':>6}"]
+    for r in routes.values():
+        lines.append(f"  {r['name']:<8} {r['state']:<7} {r['listen']:<16} {r['real']:<16} {r['connections']:>5} "
+                     f"{r['active']:>6} {r['bytes_to_daemon']:>10} {r['bytes_to_client']:>10} {r['resets']:>6}")
+    return lines
+
+
+def _cmd_proxy_status(args: argparse.Namespace) -> int:
+    from pyceph.cluster import faultproxy as fp
+
+    try:
+        st = fp.status(args.dir)
+    except fp.FaultProxyNotRunning as e:
+        print(json.dumps({"running": False}) if args.format == "json" else str(e))
+        return EXIT_NOT_RUNNING
+    if args.format == "json":
+        print(json.dumps(st, indent=1))
+        return 0
+    print(f"fault proxy pid {st['pid']} for {st['dir']}, map {st['map_path']}")
+    if st.get("refresh_error"):
+        print(f"  last refresh failed: {st['refresh_error']}")
+    print("\n".join(_format_routes(st["routes"])))
+    return 0
+
+
+def _cmd_proxy_refresh(args: argparse.Namespace) -> int:
+    from pyceph.cluster import faultproxy as fp
+
+    print("\n".join(_format_routes(fp.refresh(args.dir)["routes"])))
+    return 0
+
+
+def _cmd_cable(args: argparse.Namespace) -> int:
+    from pyceph.cluster import faultproxy as fp
+
+    routes = fp.cable(args.dir, args.name, args.action)
+    for r in routes.values():
+        print(f"{r['name']}: {r['state']} ({r['listen']} -> {r['real']}, {r['active']} active)")
+    return 0
+
+
+def _add_fault_commands(sub: argparse._SubParsersAction, leaf) -> None:
+    dir_help = "cluster directory (default: $PYCEPH_CLUSTER_DIR or ~/.pyceph/cluster)"
+    p = sub.add_parser("proxy", help="run the fault proxy (cable pull) for the cluster's daemons",
+                       description="Fault proxy: a TCP relay in front of every daemon; see `cable`.")
+    psub = p.add_subparsers(dest="proxy_command", metavar="COMMAND", required=True)
+    for name, help, func in (
+        ("start", "start the fault proxy daemon; writes DIR/connect-map.json", _cmd_proxy_start),
+        ("stop", "stop the fault proxy daemon", _cmd_proxy_stop),
+        ("status", "show the routes, their states and counters", _cmd_proxy_status),
+        ("refresh", "re-read the daemons' addresses now (osd/mgr dump)", _cmd_proxy_refresh),
+    ):
+        q = psub.add_parser(name, help=help, description=help)
+        q.add_argument("--dir", default=str(default_cluster_dir()), help=dir_help)
+        q.set_defaults(func=lambda a, f=func: _run(f, a))
+        if name == "start":
+            q.add_argument("--orphan-timeout", type=float, default=None,
+                           help="exit after this many seconds without any cluster daemon (default 60)")
+            q.add_argument("--max-lifetime", type=float, default=None, help="exit after this many seconds (default 4h)")
+        if name == "status":
+            q.add_argument("--format", choices=("plain", "json"), default="plain")
+    p = leaf("cable", "pull/reset/restore the cable of one daemon (needs `proxy start`)", _cmd_cable)
+    p.add_argument("action", choices=list(CABLE_ACTIONS),
+                   help="; ".join(f"{k}: {v}" for k, v in CABLE_ACTIONS.items()))
+    p.add_argument("name", help="route: osd.N, mon.X, mgr.x, a comma list, a pattern like 'osd.*', or all")
 
 
 def _run(func, args: argparse.Namespace) -> int:
