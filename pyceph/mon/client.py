@@ -87,10 +87,10 @@ class MonClient(AuthHooksMixin):
         self.osdmap: OSDMap | None = None
         self.con: Connection | None = None
         self.cur_mon: str | None = None
+        self.last_mon: str | None = None
         self.fsid: bytes | None = None
         self._closing = False
         self._tid = 0
-        self._commands: dict[int, asyncio.Future] = {}
         self._versions: dict[int, asyncio.Future] = {}
         self._tickets_event: asyncio.Event | None = None
         self._map_event: asyncio.Event | None = None
@@ -99,8 +99,22 @@ class MonClient(AuthHooksMixin):
         self._reopen_task: asyncio.Task | None = None
         self._renew_task: asyncio.Task | None = None
         self._session_ready: asyncio.Event | None = None
+        self._keepalive_task: asyncio.Task | None = None
+        # tid -> (MMonCommand message, future): resent on every new session, like the
+        # kernel's generic requests, so a command survives a monitor failover.
+        self._pending: dict[int, tuple[MMonCommand, asyncio.Future]] = {}
         self.state = "closed"
         self.hostname = socket.gethostname()
+        self.sessions_opened = 0
+        self.faults = 0
+        self.last_fault: str | None = None
+
+    def _set_state(self, new: str, why: str = "") -> None:
+        """Every transition is one structured log line (``event=monc_state``)."""
+        old, self.state = self.state, new
+        if old != new:
+            log.info("monc state %s -> %s%s", old, new, f" ({why})" if why else "",
+                     extra={"event": "monc_state", "old": old, "new": new, "mon": self.cur_mon, "why": why})
 
     # -- public API ---------------------------------------------------------------------
     @property
@@ -133,6 +147,7 @@ class MonClient(AuthHooksMixin):
         if timeout is None:
             timeout = self.config.get_float("client_mount_timeout", 30.0)
         self._closing = False
+        self.last_mon = None
         self._tickets_event = asyncio.Event()
         self._map_event = asyncio.Event()
         self._session_ready = asyncio.Event()
@@ -151,36 +166,45 @@ class MonClient(AuthHooksMixin):
         except asyncio.TimeoutError:
             raise TimedOut(f"monitor {self.cur_mon} did not send tickets and maps within {timeout:g}s") from None
         self._renew_task = asyncio.create_task(self._renew_loop(), name="monc renew")
+        self._keepalive_task = asyncio.create_task(self._keepalive_loop(), name="monc keepalive")
 
     async def close(self) -> None:
         self._closing = True
-        for t in (self._reopen_task, self._renew_task):
+        for t in (self._reopen_task, self._renew_task, self._keepalive_task):
             if t is not None:
                 t.cancel()
         if self.con is not None:
             await self.con.close()
             self.con = None
-        for fut in list(self._commands.values()) + list(self._versions.values()):
+        futs = [f for _, f in self._pending.values()] + list(self._versions.values())
+        for fut in futs:
             if not fut.done():
                 fut.set_exception(make_ex(-108, "monitor session closed"))
-        self.state = "closed"
+        self._pending.clear()
+        self._set_state("closed", "client shutdown")
 
     async def command(self, cmd: dict | str, inbuf: bytes = b"", timeout: float = 30.0) -> tuple[int, bytes, str]:
-        """Run a mon command (JSON).  Returns ``(ret, outbuf, outs)``; ``ret`` is 0 or -errno."""
+        """Run a mon command (JSON).  Returns ``(ret, outbuf, outs)``; ``ret`` is 0 or -errno.
+
+        The command is resent to the next monitor if the session faults before the reply
+        (as the kernel does with its generic requests).  ``timeout`` seconds; 0 waits
+        forever.  Raises :class:`TimedOut`.
+        """
         if isinstance(cmd, dict):
             cmd = json.dumps(cmd)
         self._tid += 1
         tid = self._tid
         fut = asyncio.get_running_loop().create_future()
-        self._commands[tid] = fut
         msg = MMonCommand(fsid=self.fsid or bytes(16), cmd=[cmd], inbl=inbuf, tid=tid)
-        self._send(msg.to_message(self._features()))
+        self._pending[tid] = (msg, fut)
+        if self.con is not None:
+            self.con.send(msg.to_message(self._features()))
         try:
-            ack: MMonCommandAck = await asyncio.wait_for(fut, timeout)
+            ack: MMonCommandAck = await (asyncio.wait_for(fut, timeout) if timeout else fut)
         except asyncio.TimeoutError:
             raise TimedOut(f"mon command {cmd} timed out after {timeout:g}s") from None
         finally:
-            self._commands.pop(tid, None)
+            self._pending.pop(tid, None)
         return ack.r, ack.outbl, ack.rs
 
     async def wait_for_osdmap(self, min_epoch: int, timeout: float | None = None) -> OSDMap:
@@ -211,6 +235,9 @@ class MonClient(AuthHooksMixin):
         while True:
             addrs = self.candidate_addrs()
             random.shuffle(addrs)
+            if self.last_mon is not None and len(addrs) > 1:
+                # The kernel picks a random monitor other than the one that failed.
+                addrs.sort(key=lambda a: str(a) == self.last_mon)
             for addr in addrs:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -221,7 +248,7 @@ class MonClient(AuthHooksMixin):
                     )
                 per_try = min(remaining, max(hunt_interval, 1.0) * (1 + attempt))
                 tried.append(str(addr))
-                self.state = "hunting"
+                self._set_state("hunting", f"trying {addr}")
                 con = Connection(
                     addr,
                     self,
@@ -240,8 +267,8 @@ class MonClient(AuthHooksMixin):
                     continue
                 self.con = con
                 self.cur_mon = str(addr)
-                self.state = "open"
-                log.info("mon session open with %s, global_id %d", addr, self.auth.global_id)
+                self.sessions_opened += 1
+                self._set_state("open", f"global_id {self.auth.global_id}")
                 self._session_opened()
                 return
             attempt += 1
@@ -257,8 +284,10 @@ class MonClient(AuthHooksMixin):
             self._request_tickets()
         elif self._tickets_event is not None:
             self._tickets_event.set()
-        # Commands sent to a dead monitor are resent to the new one (they are idempotent reads
-        # or carry a tid the new leader re-evaluates, as the kernel does).
+        # Commands sent to a dead monitor are resent to the new one (kernel: __resend_generic_request).
+        for msg, fut in list(self._pending.values()):
+            if not fut.done():
+                self.con.send(msg.to_message(self._features()))
         if self._session_ready is not None:
             self._session_ready.set()
 
@@ -278,6 +307,30 @@ class MonClient(AuthHooksMixin):
                     self._request_tickets()
             except Error as e:
                 log.warning("ticket renewal: %s", e)
+
+    async def _keepalive_loop(self) -> None:
+        """KEEPALIVE2 every ``mon_client_ping_interval`` s; no KEEPALIVE2_ACK (or any
+        message) for ``mon_client_ping_timeout`` s faults the session (silent peer)."""
+        interval = self.config.get_float("mon_client_ping_interval", 10.0)
+        timeout = self.config.get_float("mon_client_ping_timeout", 30.0)
+        loop = asyncio.get_running_loop()
+        last_ack = None
+        last_seen = loop.time()
+        con_seen = None
+        while not self._closing:
+            await asyncio.sleep(min(interval, timeout / 3))
+            con = self.con
+            if con is None:
+                continue
+            if con is not con_seen:
+                con_seen, last_ack, last_seen = con, con.last_keepalive_ack, loop.time()
+            if con.last_keepalive_ack != last_ack:
+                last_ack, last_seen = con.last_keepalive_ack, loop.time()
+            if loop.time() - last_seen > timeout:
+                self.fault(con, TimedOut(f"mon {self.cur_mon}: no keepalive ack for {timeout:g}s"))
+                asyncio.ensure_future(con.close())
+                continue
+            con.send_keepalive()
 
     def _features(self) -> int:
         return self.con.features if self.con is not None and self.con.features else 0xFFFFFFFFFFFFFFFF
@@ -309,9 +362,9 @@ class MonClient(AuthHooksMixin):
                 self._tickets_event.set()
         elif t == MMonCommandAck.MSG_TYPE:
             ack = MMonCommandAck.from_message(msg)
-            fut = self._commands.get(msg.tid)
-            if fut is not None and not fut.done():
-                fut.set_result(ack)
+            ent = self._pending.get(msg.tid)
+            if ent is not None and not ent[1].done():
+                ent[1].set_result(ack)
         elif t == MMonGetVersionReply.MSG_TYPE:
             rep = MMonGetVersionReply.from_message(msg)
             fut = self._versions.get(rep.handle)
@@ -323,19 +376,22 @@ class MonClient(AuthHooksMixin):
     def fault(self, con: Connection, exc: Exception) -> None:
         if con is not self.con or self._closing:
             return
-        log.warning("mon %s: fault: %s; hunting for another monitor", self.cur_mon, exc)
+        self.faults += 1
+        self.last_fault = str(exc)
+        self.last_mon = self.cur_mon
         self.con = None
-        self.state = "hunting"
+        self._set_state("hunting", f"fault on {self.cur_mon}: {exc}")
         if self._reopen_task is None or self._reopen_task.done():
-            self._reopen_task = asyncio.get_running_loop().create_task(self._reopen())
+            self._reopen_task = asyncio.get_running_loop().create_task(self._reopen(), name="monc reopen")
 
     async def _reopen(self) -> None:
-        backoff = 0.2
+        """Hunt until a monitor answers or we close: exponential backoff with jitter
+        between rounds (0.1 s doubling to 10 s), every MonMap monitor tried each round."""
+        backoff = 0.1
+        loop = asyncio.get_running_loop()
         while not self._closing:
-            loop = asyncio.get_running_loop()
             try:
-                await self._hunt(loop.time() + 30.0)
-                # Resend pending commands to the new monitor.
+                await self._hunt(loop.time() + max(5.0, 2 * self.config.get_float("mon_client_hunt_interval", 3.0)))
                 return
             except AuthError as e:
                 log.error("mon re-auth failed: %s", e)
