@@ -18,12 +18,16 @@ whole result (every sample, the exact commands) as JSON instead.  ``--mapped``
 additionally maps the image with ``prbd map`` and runs fio (O_DIRECT, libaio) on the
 block device; there is no krbd here to compare with, so those are absolute figures.
 
-The image (and the cluster, if this script started it) is removed at the end.
+``--extra NAME=CMD`` adds another prbd-like command to the same rounds (e.g. the tree
+before a change, for a before/after comparison on the same cluster and image).  The
+image (and the cluster, if this script started it) is removed at the end.
 
 Usage (from the repository root, with the project's venv)::
 
     /work/venv/bin/python benchmarks/compare.py                 # own cluster, 3 repeats
     /work/venv/bin/python benchmarks/compare.py --conf /tmp/c/ceph.conf --repeat 5 --json
+    /work/venv/bin/python benchmarks/compare.py --mapped \
+        --extra 'before=env PYTHONPATH=/tmp/old /work/venv/bin/python -P -m pyceph.cli.prbd'
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -88,8 +93,8 @@ def fmt_rate(b: float) -> str:
 
 
 class Runner:
-    def __init__(self, conf: str, prbd: str, rbd: str, pool: str, image: str, threads: int, verbose: bool):
-        self.conf, self.prbd, self.rbd = conf, prbd, rbd
+    def __init__(self, conf: str, tools: dict[str, list[str]], pool: str, image: str, threads: int, verbose: bool):
+        self.conf, self.tools = conf, tools
         self.pool, self.image, self.threads, self.verbose = pool, image, threads, verbose
 
     def log(self, msg: str) -> None:
@@ -97,22 +102,22 @@ class Runner:
             print(msg, file=sys.stderr, flush=True)
 
     def bench_cmd(self, tool: str, w: Workload) -> list[str]:
-        exe = self.rbd if tool == "rbd" else self.prbd
-        return [exe, "-c", self.conf, "bench", "--io-type", w.io_type, "--io-size", w.size_arg,
+        return [*self.tools[tool], "-c", self.conf, "bench", "--io-type", w.io_type, "--io-size", w.size_arg,
                 "--io-threads", str(self.threads), "--io-total", f"{w.total // MiB}M",
                 "--io-pattern", w.pattern, f"{self.pool}/{self.image}"]
 
     def bench(self, tool: str, w: Workload, timeout: float) -> dict:
         cmd = self.bench_cmd(tool, w)
         t0 = time.monotonic()
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # cwd "/": `python -m pyceph...` must not pick up a pyceph/ in the caller's cwd
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/")
         wall = time.monotonic() - t0
         if p.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
         r = parse_final_line(p.stdout)
         r["bytes_per_sec"] = r["ops_per_sec"] * w.io_size
         r["wall"] = wall
-        self.log(f"  {tool:4s} {w.key:14s} {fmt_rate(r['bytes_per_sec']):>14s} {r['ops_per_sec']:10.1f} ops/s"
+        self.log(f"  {tool:6s} {w.key:14s} {fmt_rate(r['bytes_per_sec']):>14s} {r['ops_per_sec']:10.1f} ops/s"
                  f"  (wall {wall:.1f}s)")
         return r
 
@@ -157,15 +162,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mapped", action="store_true", help="also prbd map the image and run fio on the device")
     ap.add_argument("--mapped-size", type=parse_size, default=512 * MiB, help="bytes per fio 4M job")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per bench command")
+    ap.add_argument("--prbd", help="command to run as prbd (default: the prbd beside this python)")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=CMD",
+                    help="one more prbd-like tool to run in the same rounds, e.g. before/after a change: "
+                    "--extra 'old=env PYTHONPATH=/tmp/old /work/venv/bin/python -P -m pyceph.cli.prbd' "
+                    "(commands run in / so that the cwd does not shadow PYTHONPATH)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     args = ap.parse_args(argv)
 
-    prbd = shutil.which("prbd", path=str(Path(sys.executable).parent)) or shutil.which("prbd")
+    prbd_exe = shutil.which("prbd", path=str(Path(sys.executable).parent)) or shutil.which("prbd")
+    prbd = shlex.split(args.prbd) if args.prbd else ([prbd_exe] if prbd_exe else [])
     rbd = shutil.which("rbd")
     if not prbd or not rbd:
         ap.error("need both `rbd` (ceph-common) and `prbd` (this project's console script)")
-    tools = [t for t in args.tools.split(",") if t]
+    commands = {"rbd": [rbd], "prbd": prbd}
+    for item in args.extra:
+        name, sep, cmd = item.partition("=")
+        if not sep or not name or name in commands:
+            ap.error(f"--extra wants a new NAME=CMD, got {item!r}")
+        commands[name] = shlex.split(cmd)
+    tools = [t for t in args.tools.split(",") if t] + [x.partition("=")[0] for x in args.extra]
     workloads = [
         Workload("4M-seq-write", "write", 4 * MiB, "seq", args.total_4m),
         Workload("4M-seq-read", "read", 4 * MiB, "seq", args.total_4m),
@@ -179,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cluster = None
     tmpdir = None
-    conf = args.conf
+    conf = os.path.abspath(args.conf) if args.conf else None
     t_start = time.monotonic()
     if conf is None:
         from pyceph.cluster import DevCluster
@@ -191,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start(osds=args.osds)
         conf = str(cluster.conf_path)
     image = f"bench-{secrets.token_hex(4)}"
-    runner = Runner(conf, prbd, rbd, args.pool, image, args.threads, verbose)
+    runner = Runner(conf, {t: commands[t] for t in tools}, args.pool, image, args.threads, verbose)
     samples: dict[str, dict[str, list[dict]]] = {w.key: {t: [] for t in tools} for w in workloads}
     mapped: dict | None = None
     result: dict = {}
@@ -201,18 +218,19 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.repeat):
             runner.log(f"repeat {r + 1}/{args.repeat}")
             for i, w in enumerate(workloads):
-                order = tools if (r + i) % 2 == 0 else tools[::-1]
+                k = (r + i) % len(tools)  # rotate who goes first
+                order = tools[k:] + tools[:k]
                 for tool in order:
                     samples[w.key][tool].append(runner.bench(tool, w, args.timeout))
         if args.mapped:
             runner.log("mapped device (prbd map + fio)")
-            dev = subprocess.run([prbd, "-c", conf, "map", f"{args.pool}/{image}"], check=True,
-                                 capture_output=True, text=True).stdout.strip()
+            dev = subprocess.run([*prbd, "-c", conf, "map", f"{args.pool}/{image}"], check=True,
+                                 capture_output=True, text=True, cwd="/").stdout.strip()
             try:
                 mapped = {"device": dev, "jobs": run_fio(runner, dev, min(args.mapped_size, args.image_size),
                                                           args.timeout)}
             finally:
-                subprocess.run([prbd, "-c", conf, "unmap", dev], capture_output=True)
+                subprocess.run([*prbd, "-c", conf, "unmap", dev], capture_output=True, cwd="/")
     finally:
         subprocess.run([rbd, "-c", conf, "rm", "--no-progress", f"{args.pool}/{image}"], capture_output=True)
         if cluster is not None:
@@ -231,8 +249,12 @@ def main(argv: list[str] | None = None) -> int:
                 "samples_bytes_per_sec": vals,
                 "cmd": " ".join(runner.bench_cmd(t, w)),
             }
-        if "rbd" in tools and "prbd" in tools and row["rbd"]["median_bytes_per_sec"]:
-            row["ratio"] = row["prbd"]["median_bytes_per_sec"] / row["rbd"]["median_bytes_per_sec"]
+        if "rbd" in tools and row["rbd"]["median_bytes_per_sec"]:
+            for t in tools:
+                if t != "rbd":
+                    row[t]["ratio"] = row[t]["median_bytes_per_sec"] / row["rbd"]["median_bytes_per_sec"]
+            if "prbd" in tools:
+                row["ratio"] = row["prbd"]["ratio"]
         rows.append(row)
     target_rows = [r for r in rows if r["workload"] in ("4M-seq-write", "4M-seq-read") and "ratio" in r]
     target = None
@@ -241,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "image": f"{args.pool}/{image}", "image_size": args.image_size, "threads": args.threads,
         "repeat": args.repeat, "osds": args.osds if cluster is not None else None, "conf": args.conf,
+        "commands": {t: " ".join(commands[t]) for t in tools},
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "results": rows, "target": {"rule": f"4M seq write and read >= {TARGET_RATIO}x rbd", "pass": target},
         "mapped": mapped, "seconds": round(time.monotonic() - t_start, 1),
@@ -255,20 +278,24 @@ def main(argv: list[str] | None = None) -> int:
     tab = Table(title=f"rbd bench vs prbd bench ({args.threads} threads, median of {args.repeat})")
     tab.add_column("workload")
     tab.add_column("total", justify="right")
+    ratio_tools = [t for t in tools if t != "rbd"] if "rbd" in tools else []
     for t in tools:
         tab.add_column(f"{t} MiB/s", justify="right")
         tab.add_column(f"{t} ops/s", justify="right")
-    if "ratio" in (rows[0] if rows else {}):
-        tab.add_column("prbd/rbd", justify="right")
+    for t in ratio_tools:
+        tab.add_column(f"{t}/rbd", justify="right")
     for r in rows:
+        if args.repeat <= 0:
+            break
         cells = [r["workload"], f"{r['total'] // MiB} MiB"]
         for t in tools:
             cells += [f"{r[t]['median_bytes_per_sec'] / MiB:,.1f}", f"{r[t]['median_ops_per_sec']:,.0f}"]
-        if "ratio" in r:
-            cells.append(f"{r['ratio']:.2f}x")
+        for t in ratio_tools:
+            cells.append(f"{r[t]['ratio']:.2f}x" if "ratio" in r[t] else "-")
         tab.add_row(*cells)
-    con = Console()
-    con.print(tab)
+    con = Console(width=None if sys.stdout.isatty() else 160)
+    if args.repeat > 0:
+        con.print(tab)
     if target is not None:
         con.print(f"target 4M seq write and read >= {TARGET_RATIO}x librbd: "
                   + ("[green]PASS[/green]" if target else "[red]FAIL[/red]"))

@@ -1,8 +1,11 @@
 """asyncio transport for one msgr2 client connection (the kernel's ``ceph_connection``).
 
-A thin layer over the sans-IO :class:`pyceph.msgr.protocol.ClientProtocol`: a TCP
-stream (TCP_NODELAY), a reader task feeding the protocol, and coalesced writes of the
-protocol's output (``writelines`` of the frame buffers; data segments are not copied).
+A thin layer over the sans-IO :class:`pyceph.msgr.protocol.ClientProtocol`: a
+non-blocking TCP socket (TCP_NODELAY) driven by the event loop's reader/writer
+callbacks, a reader task feeding the protocol, and coalesced writes of the protocol's
+output: messages queued in one event-loop iteration leave in one gather write
+(``sendmsg`` of the frame buffers; data segments are never joined or copied), and
+received chunks reach the frame parser without passing through a stream buffer.
 
 ``ops`` is the kernel-style ``ceph_connection_operations``: the four auth hooks of
 :class:`pyceph.msgr.protocol.AuthHandler` plus
@@ -19,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import logging
 import socket
-from typing import Any
+from collections import deque
+from typing import Any, Iterable
 
 from ..errors import ConnectionShutdown, Error, NotConnected, TimedOut
 from ..types import ENTITY_TYPE_CLIENT, EntityAddr
@@ -33,7 +38,245 @@ from .protocol import (
 
 log = logging.getLogger(__name__)
 
-_READ_SIZE = 1 << 18
+_READ_SIZE = 1 << 20  # bytes per recv()
+_READ_HIGH = 8 << 20  # stop reading while this much is received but not yet parsed
+_WRITE_HIGH = 64 << 10  # drain() waits while more than this is unsent ...
+_WRITE_LOW = 16 << 10  # ... until it is down to this (asyncio's transport defaults)
+_IOV_MAX = 1024
+
+
+class _SocketIO:
+    """Event-loop plumbing for one connected non-blocking socket.
+
+    Reading: a persistent reader callback ``recv()``s chunks into a list that
+    :meth:`read` hands over whole (no stream buffer, no copy); reading pauses while
+    more than ``_READ_HIGH`` bytes wait.  Writing: :meth:`write` queues buffers and
+    sends them with ``sendmsg`` (gather I/O, partial sends continue from a memoryview)
+    so large payloads are never joined or copied into a transport buffer.
+    :meth:`close` sends what is queued first, like a transport's ``close()``.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._rx: list[bytes] = []
+        self._rx_bytes = 0
+        self._rx_waiter: asyncio.Future | None = None
+        self._eof = False
+        self._exc: BaseException | None = None
+        self._reading = False
+        self._tx: deque = deque()
+        self._tx_bytes = 0
+        self._writing = False
+        self._drain_waiters: list[asyncio.Future] = []
+        self.closing = False
+        self._closed = loop.create_future()
+        self._resume_reading()
+
+    def get_extra_info(self, name: str) -> Any:
+        return self._sock if name == "socket" else None
+
+    # -- reading -----------------------------------------------------------------
+    def _resume_reading(self) -> None:
+        if not self._reading and not (self._eof or self.closing or self._exc is not None):
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reading = True
+
+    def _pause_reading(self) -> None:
+        if self._reading:
+            self._loop.remove_reader(self._fd)
+            self._reading = False
+
+    def _on_readable(self) -> None:
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            self._error(e)
+            return
+        if data:
+            self._rx.append(data)
+            self._rx_bytes += len(data)
+            if self._rx_bytes >= _READ_HIGH:
+                self._pause_reading()
+        else:
+            self._eof = True
+            self._pause_reading()
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        w = self._rx_waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def read(self) -> list[bytes]:
+        """Wait for data and return every chunk received so far; ``[]`` at EOF (or once
+        closed).  Raises the socket's error (an OSError) once the data before it is read."""
+        while not self._rx:
+            if self._exc is not None:
+                raise self._exc
+            if self._eof or self.closing:
+                return []
+            self._rx_waiter = self._loop.create_future()
+            try:
+                await self._rx_waiter
+            finally:
+                self._rx_waiter = None
+        chunks, self._rx = self._rx, []
+        self._rx_bytes = 0
+        self._resume_reading()
+        return chunks
+
+    # -- writing -----------------------------------------------------------------
+    def write(self, parts: Iterable[bytes | memoryview]) -> None:
+        """Queue ``parts`` and send what the socket takes now; the rest goes out when
+        it is writable.  Ignored once closing or failed."""
+        if self.closing or self._exc is not None:
+            return
+        tx = self._tx
+        for p in parts:
+            n = len(p)
+            if n:
+                tx.append(p)
+                self._tx_bytes += n
+        if tx and not self._writing:
+            self._send()
+            if tx and self._exc is None:
+                self._loop.add_writer(self._fd, self._on_writable)
+                self._writing = True
+
+    def _send(self) -> None:
+        tx = self._tx
+        while tx:
+            bufs = tx if len(tx) <= _IOV_MAX else list(itertools.islice(tx, _IOV_MAX))
+            want = sum(map(len, bufs))
+            try:
+                n = self._sock.sendmsg(bufs)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                self._error(e)
+                return
+            self._tx_bytes -= n
+            if n == want:
+                if bufs is tx:
+                    tx.clear()
+                else:
+                    for _ in range(len(bufs)):
+                        tx.popleft()
+                continue
+            while n:
+                b = tx[0]
+                if len(b) <= n:
+                    n -= len(b)
+                    tx.popleft()
+                else:
+                    tx[0] = memoryview(b)[n:]
+                    n = 0
+            return  # the socket buffer is full
+
+    def _on_writable(self) -> None:
+        self._send()
+        if self._tx and self._exc is None:
+            return
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        if self._tx_bytes <= _WRITE_LOW:
+            self._wake_drainers(None)
+        if self.closing:
+            self._finish_close()
+
+    def _wake_drainers(self, exc: BaseException | None) -> None:
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for w in waiters:
+            if not w.done():
+                if exc is None:
+                    w.set_result(None)
+                else:
+                    w.set_exception(exc)
+
+    async def drain(self) -> None:
+        """Wait until unsent output is down to the low-water mark.  Raises
+        ConnectionResetError (or the socket's error) if the connection is lost."""
+        if self._exc is not None:
+            raise self._exc
+        if self.closing:
+            await asyncio.sleep(0)
+            return
+        if self._tx_bytes <= _WRITE_HIGH:
+            return
+        w = self._loop.create_future()
+        self._drain_waiters.append(w)
+        await w
+
+    # -- errors and closing --------------------------------------------------------
+    def _error(self, exc: BaseException) -> None:
+        if self._exc is None:
+            self._exc = exc
+        self._pause_reading()
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        self._tx.clear()
+        self._tx_bytes = 0
+        self._wake_reader()
+        self._wake_drainers(ConnectionResetError(f"Connection lost: {exc}"))
+        if self.closing:
+            self._finish_close()
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        """Stop reading; close the socket once queued output is sent (or failed)."""
+        if self.closing:
+            return
+        self.closing = True
+        self._pause_reading()
+        self._wake_reader()
+        if not self._tx or self._exc is not None:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        if self._closed.done():
+            return
+        self._pause_reading()
+        if self._writing:
+            self._loop.remove_writer(self._fd)
+            self._writing = False
+        self._sock.close()
+        self._wake_drainers(ConnectionResetError("Connection lost"))
+        self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        await asyncio.shield(self._closed)
+
+
+async def _open_socket(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket (TCP_NODELAY) to ``host:port``; raises OSError."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST)
+    except socket.gaierror:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    last: OSError | None = None
+    for family, type_, proto, _, addr in infos:
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, addr)
+            return sock
+        except OSError as e:
+            sock.close()
+            last = e
+        except BaseException:
+            sock.close()
+            raise
+    raise last if last is not None else OSError(f"cannot resolve {host}")
 
 
 class Connection:
@@ -58,8 +301,9 @@ class Connection:
         self.protocol = ClientProtocol(
             peer_addr, ops, entity_type=entity_type, features=features, con=self, **protocol_kw
         )
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._io: _SocketIO | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flush_scheduled = False
         self._task: asyncio.Task | None = None
         self._ready: asyncio.Future | None = None
         self._closing = False
@@ -104,18 +348,15 @@ class Connection:
         deadline = loop.time() + timeout
         host = self.peer_addr.ip
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(host, self.peer_addr.port, limit=_READ_SIZE), timeout
-            )
+            sock = await asyncio.wait_for(_open_socket(host, self.peer_addr.port), timeout)
         except asyncio.TimeoutError:
             raise TimedOut(f"connecting to {self.peer_addr.hostport}: no answer in {timeout:g}s") from None
         except OSError as e:
             raise NotConnected(f"connecting to {self.peer_addr.hostport}: {e.strerror or e}") from e
-        sock = self._writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._loop = loop
+        self._io = _SocketIO(loop, sock)
         self._ready = loop.create_future()
-        self._writer.write(self.protocol.initiate())
+        self._io.write([self.protocol.initiate()])
         self._task = asyncio.create_task(self._read_loop(), name=f"msgr2 {self.peer_addr}")
         try:
             return await asyncio.wait_for(asyncio.shield(self._ready), max(0.0, deadline - loop.time()))
@@ -134,7 +375,7 @@ class Connection:
         if self.state is State.CLOSED or self._closing:
             raise ConnectionShutdown(f"{self.peer_addr}: connection closed")
         self.protocol.queue_message(msg)
-        self._flush()
+        self._schedule_flush()
 
     def send_keepalive(self) -> None:
         """Send a KEEPALIVE2 (its ACK updates ``last_keepalive_ack``)."""
@@ -144,9 +385,10 @@ class Connection:
 
     async def drain(self) -> None:
         """Wait until the socket's write buffer is below its high-water mark."""
-        if self._writer is not None and not self._writer.is_closing():
+        self._flush()
+        if self._io is not None and not self._io.is_closing():
             try:
-                await self._writer.drain()
+                await self._io.drain()
             except (ConnectionError, OSError) as e:
                 raise ConnectionShutdown(f"{self.peer_addr}: {e}") from e
 
@@ -156,6 +398,7 @@ class Connection:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
+        self._flush()  # what send() queued goes out before the socket closes
         if self.protocol.state is not State.CLOSED:
             self.protocol.close()
         task, self._task = self._task, None
@@ -165,31 +408,49 @@ class Connection:
                 await task
             except (asyncio.CancelledError, Exception):
                 pass
-        w, self._writer = self._writer, None
-        if w is not None:
-            w.close()
+        io, self._io = self._io, None
+        if io is not None:
+            io.close()
             try:
-                await w.wait_closed()
+                await io.wait_closed()
             except (ConnectionError, OSError):
                 pass
 
     # -- internals -------------------------------------------------------------------
+    def _schedule_flush(self) -> None:
+        """Send queued output at the end of this event-loop iteration, so that the
+        messages queued by every task that runs in it leave in one write."""
+        if self._loop is None:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_scheduled = False
+        self._flush()
+
     def _flush(self) -> None:
+        if not self.protocol.has_data_to_send():
+            return
         parts = self.protocol.data_to_send_parts()
-        if parts and self._writer is not None and not self._writer.is_closing():
-            self._writer.writelines(parts)
+        if self._io is not None and not self._io.is_closing():
+            self._io.write(parts)
 
     async def _read_loop(self) -> None:
-        assert self._reader is not None
+        io = self._io
+        assert io is not None
         try:
             while True:
-                data = await self._reader.read(_READ_SIZE)
-                if not data:
+                chunks = await io.read()
+                if not chunks:
                     raise ConnectionShutdown(f"{self.peer_addr}: connection closed by peer")
-                events = self.protocol.receive_data(data)
-                self._flush()
+                events = self.protocol.receive_chunks(chunks)
                 for ev in events:
                     await self._handle_event(ev)
+                # After dispatching: the ACK (and handshake output) then leaves in one
+                # write with the requests of the tasks those replies wake up.
+                self._schedule_flush()
         except asyncio.CancelledError:
             raise
         except (ConnectionError, OSError, Error) as e:
@@ -223,9 +484,9 @@ class Connection:
             return
         self._faulted = True
         self.protocol.close()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._io is not None:
+            self._io.close()
+            self._io = None
         if self._ready is not None and not self._ready.done():
             # Still in connect(): it raises instead of faulting.
             self._ready.set_exception(exc)

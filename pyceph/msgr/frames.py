@@ -23,6 +23,7 @@ Every malformed input raises :class:`pyceph.errors.ProtocolError` (or its subcla
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Sequence
 
@@ -196,32 +197,47 @@ def _segment_count(lens: Sequence[int]) -> int:
     return 1
 
 
+def _default_aligns(tag_is_message: bool, nseg: int) -> tuple[int, int, int, int]:
+    # Ceph fills alignments only for the segments it sends.
+    base = MESSAGE_ALIGNS if tag_is_message else CONTROL_ALIGNS
+    return tuple(a if i < nseg else 0 for i, a in enumerate(base))  # type: ignore[return-value]
+
+
+_DEFAULT_ALIGNS = {(m, n): _default_aligns(m, n) for m in (False, True) for n in range(1, MAX_NUM_SEGMENTS + 1)}
+_EMPTY_CRC = google_crc32c.extend(0, b"") ^ 0xFFFFFFFF  # crc32c(b"", -1)
+
+
 def encode_frame_parts(frame: Frame) -> list[bytes | memoryview]:
     """Encode ``frame`` (crc mode) as a list of buffers for ``writelines`` (no data copy).
 
     Raises ValueError for more than 4 segments.
     """
-    segs = list(frame.segments)
+    segs = frame.segments
     if not 1 <= len(segs) <= MAX_NUM_SEGMENTS:
         raise ValueError(f"frame needs 1..{MAX_NUM_SEGMENTS} segments, got {len(segs)}")
-    lens = [len(s) for s in segs] + [0] * (MAX_NUM_SEGMENTS - len(segs))
+    lens = [len(s) for s in segs]
+    if len(lens) < MAX_NUM_SEGMENTS:
+        lens += [0] * (MAX_NUM_SEGMENTS - len(lens))
     nseg = _segment_count(lens)
     aligns = frame.aligns
     if aligns is None:
-        # Ceph fills alignments only for the segments it sends.
-        base = MESSAGE_ALIGNS if frame.tag == TAG_MESSAGE else CONTROL_ALIGNS
-        aligns = tuple(a if i < nseg else 0 for i, a in enumerate(base))
+        aligns = _DEFAULT_ALIGNS[(frame.tag == TAG_MESSAGE, nseg)]
     pre = _PREAMBLE.pack(
         frame.tag, nseg,
         lens[0], aligns[0], lens[1], aligns[1], lens[2], aligns[2], lens[3], aligns[3],
     )
-    parts: list[bytes | memoryview] = [pre + _U32.pack(crc32c(pre, 0)), segs[0], _U32.pack(_crc(segs[0]))]
+    s0 = segs[0]
+    parts: list[bytes | memoryview] = [
+        pre + _U32.pack(crc32c(pre, 0)), s0, _U32.pack(_crc(s0) if lens[0] else _EMPTY_CRC)
+    ]
     if nseg > 1:
         crcs = [0, 0, 0]
         for i in range(1, nseg):
             if lens[i]:
                 parts.append(segs[i])
-            crcs[i - 1] = _crc(segs[i])
+                crcs[i - 1] = _crc(segs[i])
+            else:
+                crcs[i - 1] = _EMPTY_CRC
         parts.append(_EPILOGUE.pack(frame.late_status, *crcs))
     return parts
 
@@ -239,7 +255,12 @@ class _Desc:
     aligns: tuple[int, int, int, int]
 
     def wire_len(self) -> int:
-        n = PREAMBLE_LEN + self.lens[0] + CRC_LEN
+        return PREAMBLE_LEN + self.body_len
+
+    @property
+    def body_len(self) -> int:
+        """Bytes after the preamble: segments, their CRCs and the epilogue."""
+        n = self.lens[0] + CRC_LEN
         if self.nseg > 1:
             n += sum(self.lens[1:]) + EPILOGUE_PLAIN_LEN
         return n
@@ -251,6 +272,10 @@ class FrameReader:
     ``feed(data) -> list[Frame]`` returns every complete frame; incomplete input waits.
     For per-frame control (the protocol switches modes between frames) use ``push(data)``
     then ``next_frame()`` until it returns ``None``.
+
+    Received chunks are queued as they come (``bytes`` are kept without a copy) and each
+    segment is assembled with one copy when its frame is complete, so a 4 MiB data
+    segment costs one join however many reads it arrived in.
 
     Bounds: ``max_segment_len`` bytes for segments 1..3, ``max_control_len`` for segment
     0.  Raises :class:`ProtocolError` on a bad preamble CRC, segment CRC, segment count,
@@ -266,21 +291,25 @@ class FrameReader:
         self.max_segment_len = max_segment_len
         self.max_control_len = max_control_len
         self.keep_raw = keep_raw
-        self._buf = bytearray()
-        self._pos = 0
+        self._chunks: deque[bytes] = deque()
+        self._off = 0  # consumed bytes of _chunks[0]
+        self._avail = 0  # unconsumed bytes in _chunks
+        self._pre = b""  # the current frame's preamble, once decoded
         self._desc: _Desc | None = None
         self._failed: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet consumed as frames."""
-        return len(self._buf) - self._pos
+        return self._avail + (PREAMBLE_LEN if self._desc is not None else 0)
 
     def push(self, data: bytes | bytearray | memoryview) -> None:
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        self._buf += data
+        if not len(data):
+            return
+        if type(data) is not bytes:
+            data = bytes(data)  # the caller may reuse a mutable buffer
+        self._chunks.append(data)
+        self._avail += len(data)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
         self.push(data)
@@ -298,29 +327,54 @@ class FrameReader:
             self._failed = e
             raise
 
+    def _take(self, n: int) -> bytes:
+        """Consume the next ``n`` buffered bytes (``n <= self._avail``) as one bytes."""
+        if not n:
+            return b""
+        chunks = self._chunks
+        c = chunks[0]
+        off = self._off
+        left = len(c) - off
+        self._avail -= n
+        if left > n:
+            self._off = off + n
+            return c[off : off + n]
+        if left == n:
+            chunks.popleft()
+            self._off = 0
+            return c[off:] if off else c
+        parts = []
+        while n:
+            c = chunks[0]
+            left = len(c) - off
+            if left <= n:
+                parts.append(memoryview(c)[off:] if off else c)
+                chunks.popleft()
+                n -= left
+                off = 0
+            else:
+                parts.append(memoryview(c)[off : off + n])
+                off += n
+                n = 0
+        self._off = off
+        return b"".join(parts)
+
     def _next(self) -> Frame | None:
         if self._desc is None:
-            if self.buffered < PREAMBLE_LEN:
+            if self._avail < PREAMBLE_LEN:
                 return None
-            self._desc = self._decode_preamble(memoryview(self._buf)[self._pos : self._pos + PREAMBLE_LEN])
+            pre = self._take(PREAMBLE_LEN)
+            self._desc = self._decode_preamble(pre)
+            self._pre = pre
         desc = self._desc
-        total = desc.wire_len()
-        if self.buffered < total:
+        if self._avail < desc.body_len:
             return None
-        mv = memoryview(self._buf)
-        try:
-            frame = self._decode_body(mv[self._pos : self._pos + total], desc)
-        finally:
-            mv.release()
-        self._pos += total
+        frame = self._decode_body(desc)
         self._desc = None
-        # Compact once the consumed prefix dominates, to keep memory bounded.
-        if self._pos > 65536 and self._pos * 2 > len(self._buf):
-            del self._buf[: self._pos]
-            self._pos = 0
+        self._pre = b""
         return frame
 
-    def _decode_preamble(self, p: memoryview) -> _Desc:
+    def _decode_preamble(self, p: bytes) -> _Desc:
         (want,) = _U32.unpack_from(p, 28)
         got = crc32c(p[:28], 0)
         if got != want:
@@ -344,30 +398,28 @@ class FrameReader:
             raise ProtocolError("frame tag 0")
         return _Desc(tag, nseg, lens, aligns)
 
-    def _decode_body(self, b: memoryview, desc: _Desc) -> Frame:
+    def _decode_body(self, desc: _Desc) -> Frame:
         lens = desc.lens
-        pos = PREAMBLE_LEN
-        seg0 = bytes(b[pos : pos + lens[0]])
-        pos += lens[0]
-        (want,) = _U32.unpack_from(b, pos)
-        pos += CRC_LEN
-        if _crc(seg0) != want:
+        take = self._take
+        seg0 = take(lens[0])
+        crc0 = take(CRC_LEN)
+        if _crc(seg0) != _U32.unpack(crc0)[0]:
             raise ProtocolError(f"bad crc of segment 0 ({TAG_NAMES.get(desc.tag, desc.tag)} frame)")
         segs = [seg0]
         late = FRAME_LATE_STATUS_COMPLETE
+        epi = b""
         if desc.nseg > 1:
-            views = []
-            for i in range(1, desc.nseg):
-                views.append(bytes(b[pos : pos + lens[i]]))
-                pos += lens[i]
-            late, *crcs = _EPILOGUE.unpack_from(b, pos)
+            views = [take(lens[i]) for i in range(1, desc.nseg)]
+            epi = take(EPILOGUE_PLAIN_LEN)
+            late, *crcs = _EPILOGUE.unpack(epi)
             if (late & FRAME_LATE_STATUS_ABORTED_MASK) != FRAME_LATE_STATUS_COMPLETE:
                 raise ProtocolError(f"frame aborted by sender (late_status {late:#x})")
             for i, v in enumerate(views):
                 if _crc(v) != crcs[i]:
                     raise ProtocolError(f"bad crc of segment {i + 1} ({TAG_NAMES.get(desc.tag, desc.tag)} frame)")
                 segs.append(v)
-        return Frame(desc.tag, segs, desc.aligns, late, bytes(b) if self.keep_raw else None)
+        raw = b"".join([self._pre, seg0, crc0, *segs[1:], epi]) if self.keep_raw else None
+        return Frame(desc.tag, segs, desc.aligns, late, raw)
 
 
 def iter_frames(

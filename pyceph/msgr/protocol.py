@@ -36,7 +36,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from ..errors import FeatureNotSupported, ProtocolError
 from ..types import ADDR_TYPE_ANY, ENTITY_TYPE_CLIENT, EntityAddr, EntityAddrvec
@@ -326,17 +326,24 @@ class ClientProtocol:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Consume received bytes; returns events.  Output (ACKs, handshake frames) is
         queued for :meth:`data_to_send`.  Raises on protocol errors (state -> CLOSED)."""
+        return self.receive_chunks((data,))
+
+    def receive_chunks(self, chunks: Iterable[bytes | bytearray | memoryview]) -> list[Event]:
+        """:meth:`receive_data` for several received buffers in a row (one ACK for all)."""
         if self.state is State.CLOSED:
             return []
         events: list[Event] = []
         try:
+            for data in chunks:
+                if not self._banner_done:
+                    self._banner_buf += data
+                    if not self._handle_banner():
+                        continue
+                    data = bytes(self._banner_buf)
+                    self._banner_buf = bytearray()
+                self._reader.push(data)
             if not self._banner_done:
-                self._banner_buf += data
-                if not self._handle_banner():
-                    return events
-                data = bytes(self._banner_buf)
-                self._banner_buf = bytearray()
-            self._reader.push(data)
+                return events
             while self.state is not State.CLOSED:
                 # Keep wire bytes only while they feed the AUTH_SIGNATURE HMAC.
                 self._reader.keep_raw = self.state in (State.HELLO, State.AUTH)

@@ -16,6 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from ..auth.hooks import AuthHooksMixin
 from ..errors import (
     Blocklisted,
     Error,
@@ -38,6 +39,7 @@ NO_SHARD = -1
 CRUSH_ITEM_NONE = 0x7FFFFFFF
 _EBLOCKLISTED = 108
 _EAGAIN = 11
+_TARGET_CACHE_MAX = 1 << 16
 
 
 @dataclass
@@ -64,8 +66,9 @@ class OSDRequest:
     paused: bool = False
 
 
-class OSDSession:
-    """Connection to one OSD; the messenger's ``ops`` for it (``osd_con_ops``)."""
+class OSDSession(AuthHooksMixin):
+    """Connection to one OSD; the messenger's ``ops`` for it (``osd_con_ops``); its auth
+    hooks are the cephx authorizer's (``self.auth``)."""
 
     def __init__(self, osdc: "OSDClient", osd: int, addr):
         self.osdc = osdc
@@ -85,19 +88,6 @@ class OSDSession:
             await self.con.connect(self.osdc.connect_timeout)
         except Error as e:
             self.osdc._session_failed(self, e)
-
-    # auth hooks: the cephx authorizer for this OSD
-    def get_auth_request(self, con):
-        return self.auth.get_auth_request(con)
-
-    def handle_auth_reply_more(self, con, payload):
-        return self.auth.handle_auth_reply_more(con, payload)
-
-    def handle_auth_done(self, con, global_id, con_mode, payload):
-        return self.auth.handle_auth_done(con, global_id, con_mode, payload)
-
-    def handle_auth_bad_method(self, con, method, result, allowed_methods, allowed_modes):
-        return self.auth.handle_auth_bad_method(con, method, result, allowed_methods, allowed_modes)
 
     def dispatch(self, con: Connection, msg: Message) -> None:
         self.osdc._dispatch(self, msg)
@@ -130,6 +120,9 @@ class OSDClient:
             "rados_osd_op_timeout", 0.0
         )
         self._closing = False
+        # (pool, oid, key, nspace) -> (raw pg, pg, acting, primary) for one osdmap epoch
+        self._targets: dict[tuple, tuple] = {}
+        self._targets_map: tuple[int, int] | None = None
         monc.add_osdmap_listener(self._handle_map)
 
     @property
@@ -143,9 +136,22 @@ class OSDClient:
         pool = m.pools.get(req.pool)
         if pool is None:
             raise PoolNotFound(f"pool {req.pool} does not exist (osdmap epoch {m.epoch})")
-        raw = m.object_locator_to_pg(req.pool, req.oid, req.key, req.nspace)
-        pg = m.raw_pg_to_pg(raw)
-        _, _, acting, primary = m.pg_to_up_acting_osds(pg)
+        # CRUSH is costly in Python: remember each object's mapping for this map epoch.
+        cache = self._targets
+        if self._targets_map != (id(m), m.epoch):
+            cache.clear()
+            self._targets_map = (id(m), m.epoch)
+        ckey = (req.pool, req.oid, req.key, req.nspace)
+        hit = cache.get(ckey)
+        if hit is None:
+            raw = m.object_locator_to_pg(req.pool, req.oid, req.key, req.nspace)
+            pg = m.raw_pg_to_pg(raw)
+            _, _, acting, primary = m.pg_to_up_acting_osds(pg)
+            if len(cache) >= _TARGET_CACHE_MAX:
+                cache.clear()
+            cache[ckey] = (raw, pg, acting, primary)
+        else:
+            raw, pg, acting, primary = hit
         shard = NO_SHARD
         if pool.is_erasure() and primary >= 0:
             shard = acting.index(primary)
@@ -294,6 +300,7 @@ class OSDClient:
 
     def _handle_map(self, m: OSDMap) -> None:
         """Retarget every in-flight request; resend those whose target changed."""
+        self._targets.clear()
         for req in list(self.requests.values()):
             if req.future is None or req.future.done():
                 continue

@@ -752,7 +752,11 @@ class AsyncImage:
         oid = data_object_name(self.object_prefix, ex.objectno)
         if len(ex.buffer_extents) == 1:
             boff, blen = ex.buffer_extents[0]
-            payload: bytes | memoryview = view[boff : boff + blen]
+            base = view.obj
+            if boff == 0 and type(base) is bytes and blen == len(base) == len(view):
+                payload: bytes | memoryview = base  # all of an immutable buffer: no copy at all
+            else:
+                payload = view[boff : boff + blen]
         else:
             payload = b"".join(view[b : b + n] for b, n in ex.buffer_extents)
         return lambda: self.ioctx.write(oid, payload, ex.offset, snapc=snapc)
