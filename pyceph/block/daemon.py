@@ -36,6 +36,8 @@ LOG_ENV = "PYCEPH_MAP_LOG"
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
 MS_PRIVATE = 0x40000
+MNT_DETACH = 2
+LOOP_MAJOR = 7  # block major of /dev/loopN (Documentation/admin-guide/devices.txt)
 
 _TRUE = {"1", "true", "yes", "on", ""}
 
@@ -84,7 +86,28 @@ def _private_mount_ns() -> bool:
         return False
     if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         log.warning("making / private failed: %s", os.strerror(ctypes.get_errno()))
+    _detach_copied_loop_mounts(libc)
     return True
+
+
+def _detach_copied_loop_mounts(libc) -> None:
+    """Lazily unmount, in our new namespace only, the copies of file systems that live
+    on loop devices (other mappings).  Our copy would keep such a file system alive,
+    and its loop device exclusively held, after the user unmounts it in the host
+    namespace: that mapping could then never be unmapped."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    targets = []
+    for line in lines:
+        parts = line.split()
+        if len(parts) > 4 and parts[2].split(":")[0] == str(LOOP_MAJOR):
+            targets.append(parts[4].encode().decode("unicode_escape").encode("latin-1"))
+    for target in reversed(targets):  # deepest first
+        if libc.umount2(target, MNT_DETACH) != 0:
+            log.warning("detaching copied mount %s failed: %s", target, os.strerror(ctypes.get_errno()))
 
 
 def _patch_pyfuse3_asyncio() -> None:
@@ -321,6 +344,8 @@ class _Daemon:
                     writer.write(f"error {errno_of(err)} {type(err).__name__} {err}\n".encode())
             elif line == "stats":
                 writer.write((json.dumps(self.ops.stats if self.ops else {}) + "\n").encode())
+            elif line == "sessions":
+                writer.write((json.dumps(self._sessions()) + "\n").encode())
             else:
                 writer.write(b"error 22 InvalidArgumentError unknown command\n")
             await writer.drain()
@@ -328,6 +353,25 @@ class _Daemon:
             log.warning("control connection: %r", e)
         finally:
             writer.close()
+
+    def _sessions(self) -> dict[str, Any]:
+        """The "sessions" control command: the RADOS client's view of its sessions
+        (``MonClient.status()`` and ``OSDClient.status()``; ages in seconds)."""
+        rados = getattr(self.image, "rados", None)
+        monc = getattr(rados, "monc", None)
+        if monc is None:
+            return {"error": "this image has no RADOS client"}
+        mon = monc.status()
+        tickets = mon.pop("tickets", {})
+        osdc = getattr(rados, "osdc", None)
+        return {
+            "entity": str(monc.config.name),
+            "global_id": mon.get("global_id"),
+            "mon": mon,
+            "osdmap_epoch": mon.get("osdmap_epoch"),
+            "osd": osdc.status() if osdc is not None else None,
+            "tickets": tickets,
+        }
 
     async def _shutdown(self) -> BaseException | None:
         """Tear down in the reverse order; never raises, returns the first error."""

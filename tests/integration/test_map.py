@@ -350,6 +350,22 @@ def test_unmap_while_mounted_is_busy(cluster, run_dir, image, tmp_path):
     assert run(["debugfs", "-R", "cat /after-ebusy.bin", str(exported)]).stdout == data
 
 
+def test_unmap_after_umount_while_another_image_was_mapped(cluster, run_dir, image, tmp_path):
+    """A map daemon started while another mapping's file system is mounted must not
+    pin that file system in its private mount namespace (regression: the first
+    device then stayed exclusively held after umount and could never be unmapped)."""
+    a, b = image("32M"), image("32M")
+    dev_a = pmap(cluster, f"rbd/{a}")
+    run(["mkfs.ext4", "-q", "-F", dev_a])
+    mnt = tmp_path / "mnt"
+    with mounted(dev_a, mnt):
+        dev_b = pmap(cluster, f"rbd/{b}")  # its daemon unshares while dev_a is mounted
+    prbd(cluster, "unmap", dev_a)
+    prbd(cluster, "unmap", dev_b)
+    assert showmapped(cluster) == []
+    assert_nothing_left(run_dir)
+
+
 def test_showmapped_plain_header_like_rbd(monkeypatch, capsys):
     import pyceph.block
     from pyceph.cli import prbd as prbd_cli
