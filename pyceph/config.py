@@ -40,6 +40,15 @@ DEFAULTS: dict[str, str] = {
     "osd_request_timeout": "0",
     "mon_client_hunt_interval": "3",
     "mon_client_ping_interval": "10",
+    "mon_client_ping_timeout": "30",
+    # OSD sessions (krbd: osdkeepalive=5, osd_idle_ttl=60; include/linux/ceph/libceph.h):
+    # a KEEPALIVE2 goes to every OSD with a request older than the interval; a session
+    # that then hears nothing from its OSD for the timeout faults and reconnects.
+    "osd_keepalive_interval": "5",
+    "osd_keepalive_timeout": "30",
+    # Reconnect backoff after a session fault (messenger.h BASE/MAX_DELAY_INTERVAL).
+    "osd_reconnect_backoff_min": "0.25",
+    "osd_reconnect_backoff_max": "15",
     "ms_connection_idle_timeout": "900",
     "osd_idle_ttl": "60",
     "ms_mon_client_mode": "crc",
@@ -429,3 +438,95 @@ class ClientConfig:
 
 
 ENTITY_SECTION = {0x08: "client", 0x04: "osd", 0x01: "mon", 0x10: "mgr", 0x02: "mds"}
+
+
+# --- connect map (fault-injection proxy) ------------------------------------------------
+
+CONNECT_MAP_ENV = "PYCEPH_CONNECT_MAP"
+
+
+def connect_map_path(config: "ClientConfig | None" = None) -> str | None:
+    """Path of the optional connect map: ``$PYCEPH_CONNECT_MAP`` if set (a per-process
+    override, e.g. for a map daemon started by a test), else ceph.conf's
+    ``pyceph connect map``; None when neither is set."""
+    env = os.environ.get(CONNECT_MAP_ENV)
+    if env:
+        return env
+    if config is not None:
+        v = config.get("pyceph_connect_map")
+        if v:
+            return v
+    return None
+
+
+class ConnectMap:
+    """``{"real ip:port": "connect ip:port"}`` from a JSON file (the fault proxy's
+    ``connect-map.json``, :mod:`pyceph.cluster.faultproxy`).
+
+    :meth:`lookup` re-reads the file when its mtime/size/inode changed, so every new TCP
+    connection follows the current map.  A missing file is an empty map (the proxy
+    removes it when it exits).  A file that is not a JSON object of ``"ip:port"`` strings
+    raises :class:`ConfigError` naming the path.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+        self._stamp: tuple[int, int, int] | None = None
+        self._map: dict[str, tuple[str, int]] = {}
+
+    def _load(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            self._stamp, self._map = None, {}
+            return
+        except OSError as e:
+            raise ConfigError(f"connect map {self.path}: {e.strerror or e}") from e
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            return
+        import json
+
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                raw = json.load(f)
+        except FileNotFoundError:
+            self._stamp, self._map = None, {}
+            return
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"connect map {self.path}: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"connect map {self.path}: want a JSON object, got {type(raw).__name__}")
+        out: dict[str, tuple[str, int]] = {}
+        for real, via in raw.items():
+            out[str(real)] = _split_hostport(via, self.path)
+        self._stamp, self._map = stamp, out
+
+    def lookup(self, ip: str, port: int) -> tuple[str, int] | None:
+        """Where to TCP-connect for the daemon at ``ip:port``; None = connect directly."""
+        self._load()
+        key = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        return self._map.get(key) or self._map.get(f"{ip}:{port}")
+
+
+def _split_hostport(v: object, origin: str) -> tuple[str, int]:
+    if not isinstance(v, str):
+        raise ConfigError(f"connect map {origin}: bad address {v!r}")
+    host, sep, port = v.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"connect map {origin}: bad address {v!r}; want IP:PORT")
+    return host.strip("[]"), int(port)
+
+
+_CONNECT_MAPS: dict[str, ConnectMap] = {}
+
+
+def connect_map_for(config: "ClientConfig | None" = None) -> ConnectMap | None:
+    """The (shared, cached) :class:`ConnectMap` for ``config``, or None if none is set."""
+    path = connect_map_path(config)
+    if not path:
+        return None
+    m = _CONNECT_MAPS.get(path)
+    if m is None:
+        m = _CONNECT_MAPS[path] = ConnectMap(path)
+    return m

@@ -6,6 +6,9 @@
 - ``pyceph crush test --crushmap FILE ...``: like ``crushtool --test --show-mappings``.
 - ``pyceph osdmap FILE --test-map-pgs-dump-all [--pool ID]``: like ``osdmaptool``.
 - ``pyceph status``: connect and show the client's view (mon session, global_id, maps).
+- ``pyceph status --device /dev/loopN``: ask that mapping's daemon for its client's view
+  (mon session, osdmap epoch, every OSD session with its state, requests, keepalive ack
+  age, faults and resends; ticket expiries) without connecting a client of our own.
 - ``pyceph demo``: the end-to-end demo (:mod:`pyceph.cluster.demo`).
 """
 
@@ -79,7 +82,70 @@ def cmd_osdmap(args) -> int:
     return 0
 
 
+def device_sessions(device: str, timeout: float = 10.0) -> dict:
+    """The "sessions" view of the map daemon serving ``device`` (``/dev/loopN`` or an
+    image spec), through its control socket.  Raises NotMapped, errors.IOError."""
+    from ..block import control, registry
+
+    recs = [r for r in control.find_mappings(device) if registry.daemon_alive(r)]
+    if not recs:
+        raise control.NotMapped(f"{device}: not mapped by pyceph")
+    rec = recs[0]
+    reply = control._ask(rec.get("socket") or registry.socket_path(str(rec["id"])), "sessions", timeout)
+    if not reply:
+        raise errors.IOError(f"{device}: map daemon (pid {rec.get('pid')}) did not answer")
+    if reply.startswith("error "):
+        raise errors.IOError(f"{device}: map daemon: {reply}")
+    view = json.loads(reply)
+    view["device"] = rec.get("device")
+    view["image"] = f"{rec.get('pool')}/{rec.get('name')}"
+    view["pid"] = rec.get("pid")
+    return view
+
+
+def _age(v) -> str:
+    return "-" if v is None else f"{v:.1f}s"
+
+
+def format_sessions(v: dict) -> list[str]:
+    """``pyceph status --device`` in plain text, one line per session."""
+    mon = v.get("mon") or {}
+    out = [
+        f"device {v.get('device')} image {v.get('image')} daemon pid {v.get('pid')}",
+        f"entity {v.get('entity')} global_id {v.get('global_id')} addr {mon.get('addr')}",
+        f"mon: {mon.get('state')} {mon.get('mon')} connection {mon.get('connection_state')} "
+        f"sessions {mon.get('sessions_opened')} faults {mon.get('faults')} "
+        f"keepalive ack {_age(mon.get('last_keepalive_ack_age'))} ago"
+        + (f" last fault {_age(mon.get('last_fault_age'))} ago: {mon.get('last_fault')}" if mon.get("last_fault") else ""),
+    ]
+    osd = v.get("osd") or {}
+    out.append(f"osdmap epoch {v.get('osdmap_epoch')} flags {osd.get('osdmap_flags')} requests {osd.get('requests')} "
+               f"(paused {osd.get('paused')}, no primary {osd.get('homeless')}) resends {osd.get('resends')}"
+               + (f" BLOCKLISTED: {osd['blocklisted']}" if osd.get("blocklisted") else ""))
+    for s in osd.get("sessions") or []:
+        via = f" via {s['connect_addr']}" if s.get("connect_addr") else ""
+        line = (f"osd.{s['osd']} {s['addr']}{via}: {s['state']}/{s.get('connection_state')} "
+                f"requests {s['requests']} keepalive ack {_age(s.get('last_keepalive_ack_age'))} ago "
+                f"rx {_age(s.get('last_rx_age'))} ago connects {s['connects']} faults {s['faults']} "
+                f"resends {s['resends']}")
+        if s.get("last_fault"):
+            line += f" last fault {_age(s.get('last_fault_age'))} ago: {s['last_fault']}"
+        out.append(line)
+    for svc, t in sorted((v.get("tickets") or {}).items()):
+        out.append(f"ticket {svc}: {'valid' if t.get('valid') else 'INVALID'} expires in "
+                   f"{_age(t.get('expires_in'))} renew in {_age(t.get('renew_in'))}")
+    return out
+
+
 def cmd_status(args) -> int:
+    if getattr(args, "device", None):
+        view = device_sessions(args.device)
+        if args.format == "json":
+            print(json.dumps(view))
+        else:
+            print("\n".join(format_sessions(view)))
+        return 0
+
     async def go(r):
         monc = r.monc
         m = r.osdmap
@@ -148,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("status", parents=[parent], help="connect and show the client's view of the cluster")
     sp.add_argument("--format", choices=("plain", "json"), default="plain")
+    sp.add_argument("--device", metavar="DEV",
+                    help="show the sessions of the map daemon serving DEV (/dev/loopN) instead")
     sp.set_defaults(func=cmd_status)
     return p
 

@@ -7,6 +7,13 @@ tickets with MAuth, subscribes to the MonMap and OSDMaps, keeps the current OSDM
 
 It plugs into the generic messenger as its ``ops`` (``dispatch``, ``fault`` and the
 auth hooks), like ``mon_con_ops`` in the kernel.
+
+One messenger address for the whole client (``my_addr``: type ANY, a random nonce, the
+IP each server reports): the mon and every OSD see the same ``client.<global_id>`` at the
+same address, so an OSD blocklist entry for it covers all our sessions, as for librados.
+The global_id is reclaimed on every new mon session (cephx presents the old ticket, which
+``auth allow insecure global id reclaim = false`` requires), so the OSDs' request ids
+(``client.<global_id>`` + tid) stay the same across mon failovers.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import socket
 import time
@@ -22,7 +30,7 @@ from typing import Any, Callable
 from ..auth.cephx import CephxClient
 from ..auth.crypto import CryptoKey
 from ..auth.hooks import AuthHooksMixin
-from ..config import ClientConfig
+from ..config import ClientConfig, connect_map_for
 from ..errors import (
     AuthError,
     ConfigError,
@@ -35,11 +43,14 @@ from ..errors import (
 )
 from ..msgr.connection import Connection
 from ..msgr.message import Message
+from ..msgr.protocol import State
 from ..osdmap import OSDMap
 from ..types import (
+    ADDR_TYPE_ANY,
     ADDR_TYPE_MSGR2,
     ENTITY_TYPE_MGR,
     ENTITY_TYPE_MON,
+    ENTITY_TYPE_NAMES,
     ENTITY_TYPE_OSD,
     EntityAddr,
 )
@@ -108,6 +119,13 @@ class MonClient(AuthHooksMixin):
         self.sessions_opened = 0
         self.faults = 0
         self.last_fault: str | None = None
+        self.last_fault_at: float | None = None  # Unix time
+        # Our messenger address (IP filled in by each server's HELLO): one nonce for all
+        # of this client's connections, like a librados messenger.
+        self.my_addr = EntityAddr(ADDR_TYPE_ANY, int.from_bytes(os.urandom(4), "little") or 1)
+        self.client_addr: EntityAddr | None = None  # as the current mon sees us
+        self.connect_map = connect_map_for(config)
+        self._on_tickets: list[Callable[[], Any]] = []
 
     def _set_state(self, new: str, why: str = "") -> None:
         """Every transition is one structured log line (``event=monc_state``)."""
@@ -122,7 +140,72 @@ class MonClient(AuthHooksMixin):
         return self.auth.global_id
 
     def add_osdmap_listener(self, fn: Callable[[OSDMap], Any]) -> None:
+        """Call ``fn(osdmap)`` after every new epoch: once per incremental applied (so
+        no intermediate epoch is missed), once for a full map (which may skip epochs)."""
         self._osdmap_listeners.append(fn)
+
+    def add_tickets_listener(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn()`` after each MAuthReply that updated our service tickets."""
+        self._on_tickets.append(fn)
+
+    def connect_addr(self, addr: EntityAddr) -> tuple[str, int] | None:
+        """Where to TCP-connect for the daemon at ``addr``: the connect map's entry
+        (re-read if the file changed), or None to connect directly.  Raises ConfigError
+        for a malformed map."""
+        if self.connect_map is None:
+            return None
+        return self.connect_map.lookup(addr.ip, addr.port)
+
+    def renew_tickets(self) -> bool:
+        """Ask the monitor for the service tickets we lack or should renew now (the
+        renewal loop also does, every 5 s).  False if there is no mon session."""
+        if self.con is None:
+            return False
+        try:
+            if self.auth.need_service_tickets(time.time()):
+                self._request_tickets()
+        except Error as e:
+            log.warning("ticket renewal: %s", e)
+            return False
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """The client's view of its mon session (JSON-able): state, monitor, global_id,
+        session and fault counters, last fault, our address, map epochs, pending
+        commands, keepalive ack age (s), and per-service ticket validity (s from now)."""
+        con = self.con
+        now = time.time()
+        try:
+            lt = asyncio.get_running_loop().time()
+        except RuntimeError:
+            lt = None
+        ka_age = None
+        if con is not None and lt is not None and con.last_keepalive_ack_at is not None:
+            ka_age = round(lt - con.last_keepalive_ack_at, 3)
+        tickets = {}
+        for svc, th in sorted(self.auth.tickets.items()):
+            tickets[ENTITY_TYPE_NAMES.get(svc, hex(svc))] = {
+                "valid": bool(th.have_key_flag and (not th.expires or now < th.expires)),
+                "expires_in": round(th.expires - now, 1) if th.expires else None,
+                "renew_in": round(th.renew_after - now, 1) if th.expires else None,
+                "secret_id": th.secret_id,
+            }
+        return {
+            "state": self.state,
+            "mon": self.cur_mon,
+            "connection_state": con.state.value if con is not None else None,
+            "global_id": self.global_id,
+            "addr": str(self.client_addr) if self.client_addr is not None else None,
+            "sessions_opened": self.sessions_opened,
+            "faults": self.faults,
+            "last_fault": self.last_fault,
+            "last_fault_age": round(now - self.last_fault_at, 1) if self.last_fault_at else None,
+            "last_keepalive_ack_age": ka_age,
+            "pending_commands": len(self._pending),
+            "monmap_epoch": self.monmap.epoch if self.monmap is not None else None,
+            "osdmap_epoch": self.osdmap.epoch if self.osdmap is not None else None,
+            "tickets": tickets,
+        }
 
     def candidate_addrs(self) -> list[EntityAddr]:
         """msgr2 addresses of every known monitor (MonMap first, else ceph.conf)."""
@@ -249,13 +332,15 @@ class MonClient(AuthHooksMixin):
                 per_try = min(remaining, max(hunt_interval, 1.0) * (1 + attempt))
                 tried.append(str(addr))
                 self._set_state("hunting", f"trying {addr}")
-                con = Connection(
-                    addr,
-                    self,
-                    peer_type=ENTITY_TYPE_MON,
-                    global_id=self.auth.global_id or None,
-                )
                 try:
+                    con = Connection(
+                        addr,
+                        self,
+                        peer_type=ENTITY_TYPE_MON,
+                        global_id=self.auth.global_id or None,
+                        my_addr=self.my_addr,
+                        connect_addr=self.connect_addr(addr),
+                    )
                     await con.connect(per_try)
                 except AuthError:
                     raise
@@ -267,6 +352,7 @@ class MonClient(AuthHooksMixin):
                     continue
                 self.con = con
                 self.cur_mon = str(addr)
+                self.client_addr = con.my_addr
                 self.sessions_opened += 1
                 self._set_state("open", f"global_id {self.auth.global_id}")
                 self._session_opened()
@@ -309,26 +395,22 @@ class MonClient(AuthHooksMixin):
                 log.warning("ticket renewal: %s", e)
 
     async def _keepalive_loop(self) -> None:
-        """KEEPALIVE2 every ``mon_client_ping_interval`` s; no KEEPALIVE2_ACK (or any
-        message) for ``mon_client_ping_timeout`` s faults the session (silent peer)."""
+        """KEEPALIVE2 every ``mon_client_ping_interval`` s; a session that hears nothing
+        (no KEEPALIVE2_ACK, no message) for ``mon_client_ping_timeout`` s faults (silent
+        peer: kernel ``ceph_con_keepalive_expired``) and the hunt starts."""
         interval = self.config.get_float("mon_client_ping_interval", 10.0)
         timeout = self.config.get_float("mon_client_ping_timeout", 30.0)
         loop = asyncio.get_running_loop()
-        last_ack = None
-        last_seen = loop.time()
-        con_seen = None
         while not self._closing:
             await asyncio.sleep(min(interval, timeout / 3))
             con = self.con
-            if con is None:
+            if con is None or con.state is not State.READY:
                 continue
-            if con is not con_seen:
-                con_seen, last_ack, last_seen = con, con.last_keepalive_ack, loop.time()
-            if con.last_keepalive_ack != last_ack:
-                last_ack, last_seen = con.last_keepalive_ack, loop.time()
-            if loop.time() - last_seen > timeout:
-                self.fault(con, TimedOut(f"mon {self.cur_mon}: no keepalive ack for {timeout:g}s"))
-                asyncio.ensure_future(con.close())
+            seen = max(t for t in (con.connected_at, con.last_rx_at, con.last_keepalive_ack_at, 0.0)
+                       if t is not None)
+            if loop.time() - seen > timeout:
+                con.abort(TimedOut(f"mon {self.cur_mon}: silent for {loop.time() - seen:.1f}s "
+                                   f"(mon_client_ping_timeout {timeout:g}s)"))
                 continue
             con.send_keepalive()
 
@@ -360,6 +442,11 @@ class MonClient(AuthHooksMixin):
                 return
             if self._tickets_event is not None:
                 self._tickets_event.set()
+            for fn in list(self._on_tickets):
+                try:
+                    fn()
+                except Exception:
+                    log.exception("tickets listener failed")
         elif t == MMonCommandAck.MSG_TYPE:
             ack = MMonCommandAck.from_message(msg)
             ent = self._pending.get(msg.tid)
@@ -378,6 +465,7 @@ class MonClient(AuthHooksMixin):
             return
         self.faults += 1
         self.last_fault = str(exc)
+        self.last_fault_at = time.time()
         self.last_mon = self.cur_mon
         self.con = None
         self._set_state("hunting", f"fault on {self.cur_mon}: {exc}")
@@ -404,12 +492,12 @@ class MonClient(AuthHooksMixin):
     def _handle_osdmap(self, m: MOSDMap) -> None:
         """Apply what an MOSDMap brings, as ``ceph_osdc_handle_map`` does.
 
-        Incrementals are applied in order from our epoch + 1; a full map is used when
-        the incremental chain does not reach (or we have no map yet).  A gap makes us
-        resubscribe from our epoch.
+        Incrementals are applied in order from our epoch + 1, and the listeners run after
+        each one (the OSD client must see every epoch: an OSD drops ops sent before an
+        interval change it went through); a full map is used when the incremental chain
+        does not reach (or we have no map yet).  A gap makes us resubscribe from our epoch.
         """
         cur = self.osdmap
-        changed = False
         if cur is not None:
             e = cur.epoch + 1
             while e in m.incremental_maps or e in m.maps:
@@ -417,13 +505,13 @@ class MonClient(AuthHooksMixin):
                     cur.apply_incremental(OSDMap.Incremental.decode(m.incremental_maps[e]))
                 else:
                     cur = OSDMap.decode(m.maps[e])
-                changed = True
+                self._new_osdmap(cur)
                 e += 1
         if m.maps:
             last = max(m.maps)
             if cur is None or last > cur.epoch:
                 cur = OSDMap.decode(m.maps[last])
-                changed = True
+                self._new_osdmap(cur)
         if cur is None:
             # Only incrementals we cannot apply: ask for a full map.
             self._send(MMonSubscribe(what={"osdmap": (0, 0)}, hostname=self.hostname).to_message(self._features()))
@@ -431,8 +519,8 @@ class MonClient(AuthHooksMixin):
         if m.last > cur.epoch:
             log.info("osdmap gap: hold %d, peer has %d; resubscribing", cur.epoch, m.last)
             self._send(MMonSubscribe(what={"osdmap": (cur.epoch + 1, 0)}, hostname=self.hostname).to_message(self._features()))
-        if not changed:
-            return
+
+    def _new_osdmap(self, cur: OSDMap) -> None:
         self.osdmap = cur
         log.debug("osdmap epoch %d", cur.epoch)
         if self._map_event is not None:

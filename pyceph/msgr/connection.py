@@ -16,6 +16,15 @@ received chunks reach the frame parser without passing through a stream buffer.
   successful ``connect()`` (EOF, socket error, protocol error); the connection is then
   CLOSED and a new ``Connection`` must be made (optionally with ``session=`` of this one
   to resume a lossless session).
+
+Every state change of the protocol (banner, hello, auth, ..., ready, closed) is one
+structured log record on logger ``pyceph.msgr.connection`` with ``extra={"event":
+"con_state", "peer": "v2:IP:PORT/NONCE", "old": "auth", "new": "auth_signature"}``
+(INFO for ``ready``/``closed``, DEBUG for the handshake steps in between).
+
+``connect_addr=(ip, port)`` makes the TCP connection go elsewhere (the fault proxy's
+connect map, :class:`pyceph.config.ConnectMap`) while HELLO and CLIENT_IDENT still name
+``peer_addr``: a msgr2 daemon refuses a client that targets an address not its own.
 """
 
 from __future__ import annotations
@@ -230,6 +239,14 @@ class _SocketIO:
     def is_closing(self) -> bool:
         return self.closing
 
+    def abort(self) -> None:
+        """Close the socket now, dropping unsent output (a stalled peer never drains it)."""
+        self.closing = True
+        self._tx.clear()
+        self._tx_bytes = 0
+        self._wake_reader()
+        self._finish_close()
+
     def close(self) -> None:
         """Stop reading; close the socket once queued output is sent (or failed)."""
         if self.closing:
@@ -294,12 +311,16 @@ class Connection:
         *,
         entity_type: int = ENTITY_TYPE_CLIENT,
         features: int = F.SUPPORTED_DEFAULT,
+        connect_addr: tuple[str, int] | None = None,
         **protocol_kw: Any,
     ) -> None:
         self.peer_addr = peer_addr
         self.ops = ops
+        self.connect_addr = connect_addr
+        self._user_transition = protocol_kw.pop("on_transition", None)
         self.protocol = ClientProtocol(
-            peer_addr, ops, entity_type=entity_type, features=features, con=self, **protocol_kw
+            peer_addr, ops, entity_type=entity_type, features=features, con=self,
+            on_transition=self._on_transition, **protocol_kw
         )
         self._io: _SocketIO | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -310,6 +331,11 @@ class Connection:
         self._faulted = False
         self.connected_info: Connected | None = None
         self.last_keepalive_ack: tuple[int, int] | None = None
+        # Event-loop times (seconds, loop.time()) for liveness checks and status views.
+        self.connected_at: float | None = None
+        self.last_rx_at: float | None = None
+        self.last_keepalive_ack_at: float | None = None
+        self.last_keepalive_sent_at: float | None = None
 
     # -- properties ------------------------------------------------------------------
     @property
@@ -336,6 +362,17 @@ class Connection:
     def __repr__(self) -> str:
         return f"<Connection {self.peer_addr} {self.state.value}>"
 
+    def _on_transition(self, old: State, new: State) -> None:
+        """One structured log record per protocol state change (``event=con_state``)."""
+        level = logging.INFO if new in (State.READY, State.CLOSED) else logging.DEBUG
+        if log.isEnabledFor(level):
+            via = f" via {self.connect_addr[0]}:{self.connect_addr[1]}" if self.connect_addr else ""
+            log.log(level, "msgr2 %s%s: %s -> %s", self.peer_addr, via, old.value, new.value,
+                    extra={"event": "con_state", "peer": str(self.peer_addr),
+                           "old": old.value, "new": new.value})
+        if self._user_transition is not None:
+            self._user_transition(old, new)
+
     # -- lifecycle -------------------------------------------------------------------
     async def connect(self, timeout: float = 30.0) -> Connected:
         """Open TCP, run the handshake; returns the :class:`Connected` event.
@@ -346,13 +383,14 @@ class Connection:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        host = self.peer_addr.ip
+        host, port = self.connect_addr or (self.peer_addr.ip, self.peer_addr.port)
+        where = self.peer_addr.hostport + (f" (via {host}:{port})" if self.connect_addr else "")
         try:
-            sock = await asyncio.wait_for(_open_socket(host, self.peer_addr.port), timeout)
+            sock = await asyncio.wait_for(_open_socket(host, port), timeout)
         except asyncio.TimeoutError:
-            raise TimedOut(f"connecting to {self.peer_addr.hostport}: no answer in {timeout:g}s") from None
+            raise TimedOut(f"connecting to {where}: no answer in {timeout:g}s") from None
         except OSError as e:
-            raise NotConnected(f"connecting to {self.peer_addr.hostport}: {e.strerror or e}") from e
+            raise NotConnected(f"connecting to {where}: {e.strerror or e}") from e
         self._loop = loop
         self._io = _SocketIO(loop, sock)
         self._ready = loop.create_future()
@@ -381,6 +419,8 @@ class Connection:
         """Send a KEEPALIVE2 (its ACK updates ``last_keepalive_ack``)."""
         if self.state is State.READY:
             self.protocol.send_keepalive()
+            if self._loop is not None:
+                self.last_keepalive_sent_at = self._loop.time()
             self._flush()
 
     async def drain(self) -> None:
@@ -391,6 +431,20 @@ class Connection:
                 await self._io.drain()
             except (ConnectionError, OSError) as e:
                 raise ConnectionShutdown(f"{self.peer_addr}: {e}") from e
+
+    def abort(self, exc: Exception) -> None:
+        """Fault the connection now (e.g. its peer stopped answering keepalives): the
+        socket is closed without sending what is queued, and ``ops.fault(con, exc)`` is
+        called once, as for any other fault.  No-op once closed or faulted."""
+        if self._faulted or self._closing:
+            return
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        io = self._io
+        if io is not None:
+            io.abort()
+        self._fault(exc)
 
     async def close(self) -> None:
         """Close the connection (no ``fault`` callback)."""
@@ -445,6 +499,7 @@ class Connection:
                 chunks = await io.read()
                 if not chunks:
                     raise ConnectionShutdown(f"{self.peer_addr}: connection closed by peer")
+                self.last_rx_at = self._loop.time()
                 events = self.protocol.receive_chunks(chunks)
                 for ev in events:
                     await self._handle_event(ev)
@@ -468,10 +523,13 @@ class Connection:
                 await r
         elif isinstance(ev, Connected):
             self.connected_info = ev
+            self.connected_at = self._loop.time() if self._loop is not None else None
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(ev)
         elif isinstance(ev, KeepaliveAck):
             self.last_keepalive_ack = ev.timestamp
+            if self._loop is not None:
+                self.last_keepalive_ack_at = self._loop.time()
         elif isinstance(ev, Wait):
             raise ConnectionShutdown(f"{self.peer_addr}: server asked us to WAIT (connection race)")
         elif isinstance(ev, SessionReset):

@@ -21,6 +21,18 @@ Handshake (client side)::
     READY             MESSAGE, ACK, KEEPALIVE2[_ACK]
     CLOSED            after an error, WAIT, or close()
 
+Reconnect: with ``lossy=False`` a session carries a client cookie, and a later connection
+given the old :class:`Session` sends SESSION_RECONNECT and, on SESSION_RECONNECT_OK,
+resends in order what the peer had not acknowledged (messages it acked are dropped, so
+each is delivered once).  Ceph's daemons do not offer this to clients: their policy for
+client peers is lossy (``stateless_server``), so a Pacific OSD or monitor answers
+CLIENT_IDENT with the LOSSY flag and no server cookie even when asked for a lossless
+session, and answers a SESSION_RECONNECT with SESSION_RESET, after which we send
+CLIENT_IDENT and start afresh (checked against real daemons in
+``tests/integration/test_faults.py``).  Clients therefore run lossy sessions, as
+librados and the kernel do, and resend at the OSD-client level, where the OSD's request
+id dedup makes a resent write apply once.
+
 Secure mode is not implemented: an AUTH_DONE selecting it raises
 :class:`~pyceph.errors.FeatureNotSupported`.  It would slot in as a frame
 encoder/decoder pair swapped in after AUTH_DONE (``_tx_frame`` / the reader).
@@ -241,9 +253,10 @@ class ClientProtocol:
         if old is new:
             return
         self.state = new
-        log.debug("msgr2 %s: %s -> %s", self.peer_addr, old.value, new.value)
         if self.on_transition is not None:
-            self.on_transition(old, new)
+            self.on_transition(old, new)  # the Connection logs it (event=con_state)
+        else:
+            log.debug("msgr2 %s: %s -> %s", self.peer_addr, old.value, new.value)
 
     @property
     def negotiated_features(self) -> int:
