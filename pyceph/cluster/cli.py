@@ -120,6 +120,9 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p = leaf("restart", "restart one daemon (graceful stop, then start)", _cmd_restart)
     p.add_argument("name", help="daemon name: osd.N, mon.X or mgr.x")
     _add_fault_commands(sub, leaf)
+    from pyceph.cluster import thrash  # `thrash`: faults under verified I/O on a mapped device
+
+    thrash.register(sub)
 
 
 # -- fault proxy: `proxy start|stop|status`, `cable ACTION NAME` -----------------------

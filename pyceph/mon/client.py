@@ -32,6 +32,7 @@ from ..auth.crypto import CryptoKey
 from ..auth.hooks import AuthHooksMixin
 from ..config import ClientConfig, connect_map_for
 from ..errors import (
+    NotConnected,
     AuthError,
     ConfigError,
     Error,
@@ -489,6 +490,19 @@ class MonClient(AuthHooksMixin):
             backoff = min(backoff * 2, 10.0)
 
     # -- OSDMaps ---------------------------------------------------------------------------
+    def handle_osdmap_message(self, m: MOSDMap, source: str = "mon") -> None:
+        """Apply an MOSDMap from any peer (OSDs push maps to clients behind the times).
+
+        Maps of another cluster are ignored; a gap is filled by asking the monitor,
+        if we have a session with one (otherwise the next session catches up)."""
+        if self.fsid is not None and m.fsid not in (self.fsid, bytes(16)):
+            log.warning("osdmap from %s has another fsid; ignored", source)
+            return
+        try:
+            self._handle_osdmap(m)
+        except NotConnected:
+            pass
+
     def _handle_osdmap(self, m: MOSDMap) -> None:
         """Apply what an MOSDMap brings, as ``ceph_osdc_handle_map`` does.
 

@@ -418,10 +418,13 @@ class Connection:
     def send_keepalive(self) -> None:
         """Send a KEEPALIVE2 (its ACK updates ``last_keepalive_ack``)."""
         if self.state is State.READY:
-            self.protocol.send_keepalive()
+            # The protocol hands back everything pending, the KEEPALIVE2 included:
+            # it must go to the socket here (a later _flush finds the queue empty).
+            data = self.protocol.send_keepalive()
+            if data and self._io is not None and not self._io.is_closing():
+                self._io.write([data])
             if self._loop is not None:
                 self.last_keepalive_sent_at = self._loop.time()
-            self._flush()
 
     async def drain(self) -> None:
         """Wait until the socket's write buffer is below its high-water mark."""

@@ -65,6 +65,7 @@ from ..osdmap.osdmap import CEPH_OSDMAP_FULL, CEPH_OSDMAP_PAUSERD, CEPH_OSDMAP_P
 from ..osdmap.pool import FLAG_FULL, FLAG_FULL_QUOTA
 from ..types import ADDR_TYPE_MSGR2, ENTITY_TYPE_OSD, PgT
 from . import ops as O
+from ..mon.messages import MOSDMap
 from .messages import MOSDOp, MOSDOpReply, ObjectLocator, SpgT
 
 log = logging.getLogger("pyceph.osd")
@@ -524,6 +525,11 @@ class OSDClient:
 
     # -- events ------------------------------------------------------------------------
     def _dispatch(self, s: OSDSession, msg: Message) -> None:
+        if msg.type == MOSDMap.MSG_TYPE:
+            # OSDs push newer maps to a client that sent an old epoch; apply them at once
+            # (as the kernel's osd dispatch does) instead of waiting for the monitor.
+            self.monc.handle_osdmap_message(MOSDMap.from_message(msg), source=f"osd.{s.osd}")
+            return
         if msg.type != MOSDOpReply.MSG_TYPE:
             log.debug("osd.%d: ignoring message type %d", s.osd, msg.type)
             return
