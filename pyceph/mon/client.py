@@ -344,9 +344,7 @@ class MonClient(AuthHooksMixin):
                     )
                     await con.connect(per_try)
                 except AuthError:
-                    raise
-                except FeatureNotSupported:
-                    raise
+                    raise  # a wrong key is wrong on every monitor: say so at once
                 except (TimedOut, ProtocolError, Error, OSError) as e:
                     errors.append(str(e))
                     log.info("mon %s: %s", addr, e)

@@ -164,7 +164,8 @@ class MonMap:
     def calc_legacy_ranks(self) -> list[str]:
         """Rank order for maps without explicit ranks: by legacy-or-front address, then name."""
         infos = sorted(self.mon_info.values(),
-                       key=lambda m: (_addr_sort_key(_legacy_or_front(m.public_addrs)), m.name.encode()))
+                       key=lambda m: (_addr_sort_key(_legacy_or_front(m.public_addrs)),
+                                      m.name.encode("utf-8", "surrogateescape")))
         return [m.name for m in infos]
 
     # -- codec ---------------------------------------------------------------------

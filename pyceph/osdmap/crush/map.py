@@ -424,7 +424,8 @@ class CrushMap:
         as ``CrushWrapper::do_rule`` does (the pool id; falls back to the default -1
         set, then to none); ``None`` uses the canonical bucket weights.  Indep rules
         leave ``CRUSH_ITEM_NONE`` (0x7fffffff) in positions they could not fill.
-        A rule id that does not exist yields ``[]``.  See ``mapper.py``.
+        A rule id that does not exist yields ``[]``.  A malformed map whose rule would
+        loop (near) forever raises :class:`DecodeError` (``mapper.MAX_WORK``).  See ``mapper.py``.
         """
         from .mapper import Mapper
 

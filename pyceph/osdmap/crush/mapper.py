@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from ...errors import DecodeError
 from .hash import CRUSH_HASH_RJENKINS1, crush_hash32_2, crush_hash32_3, crush_hash32_4
 from .ln import straw2_ln_table
 from .map import (
@@ -44,6 +45,25 @@ from .map import (
 )
 
 S64_MIN = -(1 << 63)
+
+#: Bound on the work of one ``do_rule`` call, counted in bucket items looked at (a choice
+#: in a bucket of n items costs n, a retry in an empty bucket 1; each is about one hash,
+#: up to 10 us here, so the bound is ~10 s of CPU).  A healthy map needs a few hundred;
+#: the golden and corpus maps with every device out need up to ~50,000.  A malformed map
+#: (a rule step asking for 2**31 replicas, choose_total_tries 2**32-1 ...) makes the C
+#: code loop for minutes and this one for hours: past the bound ``do_rule`` raises
+#: :class:`DecodeError` instead.
+MAX_WORK = 1_000_000
+_WORK = "work-left"  # key of the remaining budget in do_rule's per-call ``work`` dict
+
+
+def _over_budget() -> DecodeError:
+    return DecodeError(
+        f"CRUSH placement examined more than {MAX_WORK} bucket items: malformed map "
+        "(absurd replica count or retry tunables?)"
+    )
+
+
 # what a bucket choose returns when C would have read garbage: >= any max_devices
 _BAD_ITEM = CRUSH_ITEM_NONE
 
@@ -312,6 +332,10 @@ class Mapper:
                     retry_bucket = False
                     r = rep + parent_r + ftotal
                     insize = bsize[inb]
+                    budget = work[_WORK] - (insize or 1)
+                    if budget < 0:
+                        raise _over_budget()
+                    work[_WORK] = budget
                     if insize == 0:
                         reject = True
                     else:
@@ -447,6 +471,10 @@ class Mapper:
                         r += (numrep + 1) * ftotal
                     else:
                         r += numrep * ftotal
+                    budget = work[_WORK] - (insize or 1)
+                    if budget < 0:
+                        raise _over_budget()
+                    work[_WORK] = budget
                     if insize == 0:
                         break
                     item = bchoose[inb](x, r, args[inb] if args is not None else None, outpos, work)
@@ -508,7 +536,9 @@ class Mapper:
         weight: Sequence[int],
         choose_args: dict[int, ChooseArg] | None = None,
     ) -> list[int]:
-        """``crush_do_rule`` with an explicit choose_args set (``None`` = canonical weights)."""
+        """``crush_do_rule`` with an explicit choose_args set (``None`` = canonical weights).
+
+        Raises :class:`DecodeError` if the map makes it do more than :data:`MAX_WORK`."""
         if ruleno < 0 or ruleno >= len(self.rules) or result_max <= 0:
             return []
         rule = self.rules[ruleno]
@@ -517,7 +547,7 @@ class Mapper:
         args = self._args_list(choose_args) if choose_args else None
         x &= 0xFFFFFFFF
         weight_max = len(weight)
-        work: dict = {}
+        work: dict = {_WORK: MAX_WORK}
         result: list[int] = []
         w = [0] * result_max
         o = [0] * result_max
