@@ -21,11 +21,25 @@ import struct
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
+import google_crc32c
+
 from .errors import DecodeError
 
 T = TypeVar("T")
 K = TypeVar("K")
 V = TypeVar("V")
+
+def crc32c(data: bytes | bytearray | memoryview, seed: int = 0xFFFFFFFF) -> int:
+    """Ceph's ``ceph_crc32c(seed, data)`` (``src/include/crc32c.h``): a CRC-32C register
+    update with no pre/post inversion.  msgr2 segments and encoded maps use
+    ``seed=0xFFFFFFFF`` (-1); the msgr2 preamble uses ``seed=0``.
+    """
+    # google_crc32c.extend() inverts on entry and exit; undo both.  Its C code takes
+    # only bytes, so views are copied (callers pass bytes on the hot paths).
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    return google_crc32c.extend(seed ^ 0xFFFFFFFF, data) ^ 0xFFFFFFFF
+
 
 _U8 = struct.Struct("<B")
 _U16 = struct.Struct("<H")

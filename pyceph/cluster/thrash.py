@@ -71,17 +71,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-try:
-    import google_crc32c as _crc
+import google_crc32c
 
-    def crc32c(data: Any, seed: int = 0) -> int:
-        return _crc.extend(seed, data) if seed else _crc.value(data)
 
-except ImportError:  # pragma: no cover - google-crc32c is a dependency of pyceph
-    import zlib
-
-    def crc32c(data: Any, seed: int = 0) -> int:  # CRC32, not C; only used as a checksum here
-        return zlib.crc32(data, seed)
+def crc32c(data: Any, seed: int = 0) -> int:
+    """Standard CRC-32C (the checker's own sector checksum, not Ceph's ceph_crc32c)."""
+    return google_crc32c.extend(seed, data)
 
 
 SECTOR = 4096
@@ -292,17 +287,23 @@ class Checker:
                             error=f"{type(e).__name__}: {e}")
             self.inflight.pop(slot, None)
 
+    def _next_range(self, rng: random.Random, slot_t: float) -> tuple[float, int, int | None]:
+        """Pace this thread, pick a block size (sectors) and reserve a free range of it;
+        ``(slot_t, n, first sector)``, the sector None once the checker is stopping."""
+        slot_t = self._pace(slot_t)
+        n = BIG if rng.random() < self.cfg.big_ratio else 1
+        s = self._reserve(rng, n)
+        while s is None and not self._stop.is_set():
+            s = self._reserve(rng, n)
+        return slot_t, n, s
+
     def _writer(self, slot: int) -> None:
         rng = random.Random(self.cfg.seed * 1000 + slot)
         m = mmap.mmap(-1, BIG * SECTOR)
         mv = memoryview(m)
         slot_t = 0.0
         while not self._stop.is_set():
-            slot_t = self._pace(slot_t)
-            n = BIG if rng.random() < self.cfg.big_ratio else 1
-            s = self._reserve(rng, n)
-            while s is None and not self._stop.is_set():
-                s = self._reserve(rng, n)
+            slot_t, n, s = self._next_range(rng, slot_t)
             if s is None:
                 continue
             with self.lock:
@@ -344,11 +345,7 @@ class Checker:
         mv = memoryview(m)
         slot_t = 0.0
         while not self._stop.is_set():
-            slot_t = self._pace(slot_t)
-            n = BIG if rng.random() < self.cfg.big_ratio else 1
-            s = self._reserve(rng, n)
-            while s is None and not self._stop.is_set():
-                s = self._reserve(rng, n)
+            slot_t, n, s = self._next_range(rng, slot_t)
             if s is None:
                 continue
             off = self.cfg.offset + s * SECTOR

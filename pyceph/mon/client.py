@@ -60,8 +60,6 @@ from .messages import (
     MAuthReply,
     MMonCommand,
     MMonCommandAck,
-    MMonGetVersion,
-    MMonGetVersionReply,
     MMonMap,
     MMonSubscribe,
     MOSDMap,
@@ -103,14 +101,12 @@ class MonClient(AuthHooksMixin):
         self.fsid: bytes | None = None
         self._closing = False
         self._tid = 0
-        self._versions: dict[int, asyncio.Future] = {}
         self._tickets_event: asyncio.Event | None = None
         self._map_event: asyncio.Event | None = None
         self._osdmap_listeners: list[Callable[[OSDMap], Any]] = []
         self._osdmap_waiters: list[tuple[int, asyncio.Future]] = []
         self._reopen_task: asyncio.Task | None = None
         self._renew_task: asyncio.Task | None = None
-        self._session_ready: asyncio.Event | None = None
         self._keepalive_task: asyncio.Task | None = None
         # tid -> (MMonCommand message, future): resent on every new session, like the
         # kernel's generic requests, so a command survives a monitor failover.
@@ -234,7 +230,6 @@ class MonClient(AuthHooksMixin):
         self.last_mon = None
         self._tickets_event = asyncio.Event()
         self._map_event = asyncio.Event()
-        self._session_ready = asyncio.Event()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if not self.candidate_addrs():
@@ -260,8 +255,7 @@ class MonClient(AuthHooksMixin):
         if self.con is not None:
             await self.con.close()
             self.con = None
-        futs = [f for _, f in self._pending.values()] + list(self._versions.values())
-        for fut in futs:
+        for _, fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(make_ex(-108, "monitor session closed"))
         self._pending.clear()
@@ -373,8 +367,6 @@ class MonClient(AuthHooksMixin):
         for msg, fut in list(self._pending.values()):
             if not fut.done():
                 self.con.send(msg.to_message(self._features()))
-        if self._session_ready is not None:
-            self._session_ready.set()
 
     def _request_tickets(self) -> None:
         if self.con is None:
@@ -451,11 +443,6 @@ class MonClient(AuthHooksMixin):
             ent = self._pending.get(msg.tid)
             if ent is not None and not ent[1].done():
                 ent[1].set_result(ack)
-        elif t == MMonGetVersionReply.MSG_TYPE:
-            rep = MMonGetVersionReply.from_message(msg)
-            fut = self._versions.get(rep.handle)
-            if fut is not None and not fut.done():
-                fut.set_result(rep)
         else:
             log.debug("mon: ignoring message type %d", t)
 

@@ -27,9 +27,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterator, Sequence
 
-import google_crc32c
 
-from ..encoding import Decoder, Encoder
+from ..encoding import Decoder, Encoder, crc32c
 from ..errors import DecodeError, ProtocolError
 from ..types import EntityAddr, EntityAddrvec
 from .message import Message
@@ -106,18 +105,6 @@ DEFAULT_MAX_CONTROL_LEN = 16 << 20  # bytes; control payloads are small in pract
 _PREAMBLE = struct.Struct("<BB" + "IH" * 4 + "2x")  # 28 bytes, crc follows
 _U32 = struct.Struct("<I")
 _EPILOGUE = struct.Struct("<BIII")
-
-
-def crc32c(data: bytes | bytearray | memoryview, seed: int = 0xFFFFFFFF) -> int:
-    """Ceph's ``ceph_crc32c(seed, data)``: CRC-32C register update, no pre/post inversion.
-
-    ``seed=0xFFFFFFFF`` (-1) is what segment CRCs use; the preamble uses ``seed=0``.
-    """
-    # google_crc32c.extend() inverts on entry and exit; undo both.  Its C code takes
-    # only bytes, so views are copied (callers pass bytes on the hot paths).
-    if not isinstance(data, bytes):
-        data = bytes(data)
-    return google_crc32c.extend(seed ^ 0xFFFFFFFF, data) ^ 0xFFFFFFFF
 
 
 def _crc(data) -> int:
@@ -204,7 +191,7 @@ def _default_aligns(tag_is_message: bool, nseg: int) -> tuple[int, int, int, int
 
 
 _DEFAULT_ALIGNS = {(m, n): _default_aligns(m, n) for m in (False, True) for n in range(1, MAX_NUM_SEGMENTS + 1)}
-_EMPTY_CRC = google_crc32c.extend(0, b"") ^ 0xFFFFFFFF  # crc32c(b"", -1)
+_EMPTY_CRC = crc32c(b"")
 
 
 def encode_frame_parts(frame: Frame) -> list[bytes | memoryview]:

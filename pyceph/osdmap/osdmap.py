@@ -13,9 +13,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-import google_crc32c
 
-from ..encoding import Decoder
+from ..encoding import Decoder, crc32c
 from ..errors import DecodeError, FunctionNotSupported, PoolNotFound
 from ..types import EntityAddr, EntityAddrvec, PgT
 from .hash import crush_hash32_2
@@ -126,11 +125,6 @@ _M32 = 0xFFFFFFFF
 
 def release_name(r: int) -> str:
     return CEPH_RELEASE_NAMES[r] if 0 <= r < len(CEPH_RELEASE_NAMES) else str(r)
-
-
-def ceph_crc32c(seed: int, data) -> int:
-    """``ceph_crc32c(seed, data)``: CRC-32C register update without pre/post inversion."""
-    return google_crc32c.extend(seed ^ _M32, bytes(data)) ^ _M32
 
 
 def _f32(d: Decoder) -> float:
@@ -332,9 +326,9 @@ class OSDMap:
             if v >= 8:
                 crc_at = d.pos
                 self.crc = d.u32()
-                actual = ceph_crc32c(_M32, d.buf[start:crc_at])
+                actual = crc32c(d.buf[start:crc_at], _M32)
                 if d.pos < wend:
-                    actual = ceph_crc32c(actual, d.buf[d.pos : wend])
+                    actual = crc32c(d.buf[d.pos : wend], actual)
                 if actual != self.crc:
                     raise DecodeError(f"OSDMap: bad crc, actual {actual:#x} != expected {self.crc:#x}")
         finally:
@@ -1139,8 +1133,8 @@ class Incremental:
                 inc.inc_crc = d.u32()
                 tail = d.pos
                 inc.full_crc = d.u32()
-                actual = ceph_crc32c(_M32, d.buf[start:crc_at])
-                actual = ceph_crc32c(actual, d.buf[tail:wend])
+                actual = crc32c(d.buf[start:crc_at], _M32)
+                actual = crc32c(d.buf[tail:wend], actual)
                 if actual != inc.inc_crc:
                     raise DecodeError(
                         f"OSDMap::Incremental: bad crc, actual {actual:#x} != expected {inc.inc_crc:#x}"

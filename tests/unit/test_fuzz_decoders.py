@@ -76,7 +76,8 @@ from pyceph.osd import ops
 from pyceph.osdmap import OSDMap
 from pyceph.osdmap.crush import CrushMap
 from pyceph.osdmap.crush import mapper as crush_mapper
-from pyceph.osdmap.osdmap import Incremental, OsdInfo, OsdXinfo, ceph_crc32c
+from pyceph.encoding import crc32c
+from pyceph.osdmap.osdmap import Incremental, OsdInfo, OsdXinfo
 from pyceph.osdmap.pool import PgMergeMeta, PgPool, PoolOpts, PoolSnapInfo
 from pyceph.rbd import cls_client as cls
 from pyceph.types import (
@@ -416,9 +417,9 @@ def _refresh_crc(data: bytes, incremental: bool) -> bytes:
         return data
     b = bytearray(data)
     crc_at = end - tail
-    crc = ceph_crc32c(0xFFFFFFFF, b[:crc_at])
+    crc = crc32c(b[:crc_at], 0xFFFFFFFF)
     if incremental:
-        crc = ceph_crc32c(crc, b[crc_at + 4 : end])
+        crc = crc32c(b[crc_at + 4 : end], crc)
     struct.pack_into("<I", b, crc_at, crc)
     return bytes(b)
 

@@ -389,14 +389,14 @@ def _client_fields(data: bytes) -> dict[str, tuple[int, int]]:
 def _splice(data: bytes, field: str, new: bytes) -> bytes:
     import struct
 
-    from pyceph.osdmap.osdmap import ceph_crc32c
+    from pyceph.encoding import crc32c
 
     start, end = _client_fields(data)[field]
     out = bytearray(data[:start] + new + data[end:])
     grow = len(new) - (end - start)
     for len_at in (2, 8):  # wrapper and client-data struct_len
         struct.pack_into("<I", out, len_at, struct.unpack_from("<I", out, len_at)[0] + grow)
-    struct.pack_into("<I", out, len(out) - 4, ceph_crc32c(0xFFFFFFFF, out[: len(out) - 4]))
+    struct.pack_into("<I", out, len(out) - 4, crc32c(out[: len(out) - 4], 0xFFFFFFFF))
     return bytes(out)
 
 
@@ -469,7 +469,7 @@ def _with_object_hash(data: bytes, pool_id: int, object_hash: int) -> bytes:
     """live.bin with one pool's ``object_hash`` byte replaced (crc fixed)."""
     import struct
 
-    from pyceph.osdmap.osdmap import ceph_crc32c
+    from pyceph.encoding import crc32c
 
     d = Decoder(data)
     d.skip(6 + 6 + 16 + 4 + 8 + 8)
@@ -480,7 +480,7 @@ def _with_object_hash(data: bytes, pool_id: int, object_hash: int) -> bytes:
         PgPool.decode(d)
         if pid == pool_id:
             out[at + 6 + 3] = object_hash  # after struct header, type, size, crush_rule
-    struct.pack_into("<I", out, len(out) - 4, ceph_crc32c(0xFFFFFFFF, out[: len(out) - 4]))
+    struct.pack_into("<I", out, len(out) - 4, crc32c(out[: len(out) - 4], 0xFFFFFFFF))
     return bytes(out)
 
 
