@@ -3,13 +3,13 @@
 # then create .venv with pyceph and its test dependencies.  Idempotent.
 #   - Debian packages: the dev cluster's daemons and tools (ceph-mon, ceph-osd, ceph-mgr,
 #     ceph-common: test oracles and dev cluster only, the client never calls them), FUSE 3
-#     (pyfuse3 builds against libfuse3), mkfs tools.
+#     (the kernel module's tools; pyceph speaks the FUSE protocol itself), mkfs tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
-PKGS="ceph-mon ceph-osd ceph-mgr ceph-common fuse3 libfuse3-dev pkg-config gcc e2fsprogs xfsprogs util-linux"
+PKGS="ceph-mon ceph-osd ceph-mgr ceph-common fuse3 gcc e2fsprogs xfsprogs util-linux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -28,7 +28,7 @@ if [ ! -x .venv/bin/python ]; then
     echo "==> creating .venv"
     "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c 'import pyceph, pyfuse3, pytest, hypothesis' 2>/dev/null \
+if ! .venv/bin/python -c 'import pyceph, pytest, hypothesis' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.pyceph-installed ]; then
     echo "==> installing pyceph and its Python dependencies into .venv"
     .venv/bin/pip install -q --upgrade pip >/dev/null

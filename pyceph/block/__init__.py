@@ -1,7 +1,9 @@
 """User-space block mapping: an RBD image as a real ``/dev/loopN``.
 
 ``map_image`` starts a daemon process per image which serves the image as one
-FUSE file (pyfuse3, asyncio mode) and attaches a loop device to it; ``unmap``
+FUSE file (our own asyncio FUSE server, :mod:`.fuseproto` / :mod:`.fuseserver`:
+pyfuse3 has no fallocate handler, so discard could not reach the image) and
+attaches a loop device to it; ``unmap``
 asks it to flush, detach and exit; ``showmapped`` lists live mappings in
 ``rbd showmapped --format json`` shape.  Mappings are recorded under
 ``$PYCEPH_RUN_DIR`` (default ``/run/pyceph``) in ``mappings/<id>.json``.
@@ -9,11 +11,12 @@ asks it to flush, detach and exit; ``showmapped`` lists live mappings in
 
 from .control import NotMapped, find_mappings, map_image, mapping_stats, parse_target, showmapped, unmap
 from .daemon import READY_FD_ENV, SPEC_ENV, ready_fd_from_env, run_daemon, spec_from_env
-from .fusefile import BlockImage, ImageFile
+from .fuseproto import FuseDecodeError, FuseSession
+from .fusefile import BlockImage, FuseError, ImageFile
 from .registry import RUN_DIR_ENV, run_dir
 
 __all__ = [
-    "BlockImage", "ImageFile", "NotMapped", "READY_FD_ENV", "RUN_DIR_ENV", "SPEC_ENV",
+    "BlockImage", "FuseDecodeError", "FuseError", "FuseSession", "ImageFile", "NotMapped", "READY_FD_ENV", "RUN_DIR_ENV", "SPEC_ENV",
     "find_mappings", "map_image", "mapping_stats", "parse_target", "ready_fd_from_env",
     "run_daemon", "run_dir", "showmapped", "spec_from_env", "unmap",
 ]

@@ -71,7 +71,8 @@ def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.
 
     ``spec``: pool, namespace ("" default), name, snap ("-"/None = head; a snapshot
     is always mapped read-only), read_only (bool), options (dict, see
-    :func:`pyceph.block.run_daemon`).  ``daemon_argv`` is the command that runs the
+    :func:`pyceph.block.run_daemon`; krbd's ``notrim`` turns discard off, and the
+    daemon's image opener reads others such as ``exclusive``).  ``daemon_argv`` is the command that runs the
     daemon; it is started detached (new session, stdio to ``<run dir>/log/*.log``)
     with env ``PYCEPH_MAP_SPEC`` (the spec as JSON), ``PYCEPH_MAP_READY_FD`` (an
     inherited pipe fd to report on) and ``PYCEPH_MAP_LOG`` (its log path); it must

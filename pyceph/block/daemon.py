@@ -1,7 +1,9 @@
 """The mapping daemon: one process per mapped image, like rbd-nbd's.
 
-It opens the image, serves it as one FUSE file mounted at a private mount point,
-attaches a loop device to that file, records the mapping, and reports
+It opens the image, serves it as one FUSE file mounted at a private mount point
+(our own FUSE server, :mod:`pyceph.block.fuseproto`: pyfuse3 has no fallocate
+handler, which discard needs), attaches a loop device to that file, records the
+mapping, and reports
 ``ready <device>`` (or ``error <errno> <ErrorClass> <message>``) on the pipe fd its
 parent gave it.  On SIGTERM/SIGINT or an ``unmap`` request on its control socket it
 detaches the loop device, flushes and closes the image, unmounts, and exits.
@@ -21,10 +23,13 @@ import os
 import re
 import signal
 import sys
+import time
 from typing import Any, Awaitable, Callable
 
 from .. import errors
-from . import loopdev, registry
+from . import fuseserver, loopdev, registry
+from . import fuseproto
+from .fuseproto import FuseSession
 from .fusefile import BlockImage, ImageFile, errno_of
 
 log = logging.getLogger("pyceph.block.daemon")
@@ -110,53 +115,6 @@ def _detach_copied_loop_mounts(libc) -> None:
             log.warning("detaching copied mount %s failed: %s", target, os.strerror(ctypes.get_errno()))
 
 
-def _patch_pyfuse3_asyncio() -> None:
-    # pyfuse3 3.5's shim fails the reader future even when a readable event already
-    # completed it, so terminate() raises InvalidStateError; skip finished futures.
-    import pyfuse3.asyncio as shim
-
-    def notify_closing(fd) -> None:
-        for fut in list(shim._read_futures.get(fd, ())):
-            if not fut.done():
-                fut.set_exception(shim.ClosedResourceError())
-
-    shim.notify_closing = notify_closing
-
-
-def _exception_handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
-    # pyfuse3's asyncio shim may fire a reader callback on a future that
-    # terminate() already failed; that is harmless noise at shutdown.
-    if isinstance(context.get("exception"), asyncio.InvalidStateError):
-        return
-    loop.default_exception_handler(context)
-
-
-def _tune_fuse_connection(mountpoint: str, max_background: int) -> None:
-    """Raise the kernel's cap on concurrent async FUSE requests (loop's direct I/O
-    arrives as async requests; the default cap is 12).  Needs fusectl, which we
-    mount in our private namespace; failures only cost throughput."""
-    conn = None
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 4 and parts[4] == mountpoint:
-                conn = parts[2].split(":")[1]
-    ctl = "/sys/fs/fuse/connections"
-    try:
-        if conn is None:
-            raise OSError(errno.ENOENT, "FUSE mount not found in mountinfo")
-        if not os.path.exists(os.path.join(ctl, conn)):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            if libc.mount(b"fusectl", ctl.encode(), b"fusectl", 0, None) != 0:
-                raise OSError(ctypes.get_errno(), "mounting fusectl")
-        with open(os.path.join(ctl, conn, "max_background"), "w") as f:
-            f.write(str(max_background))
-        with open(os.path.join(ctl, conn, "congestion_threshold"), "w") as f:
-            f.write(str(max(1, max_background * 3 // 4)))
-    except OSError as e:
-        log.warning("cannot raise FUSE max_background: %s", e)
-
-
 class _Reporter:
     """Writes the one status line for the parent, then closes the pipe."""
 
@@ -198,8 +156,15 @@ class _Daemon:
         self.max_tasks = int(opts.get("max_tasks", 64))
         self.detach_timeout = float(opts.get("detach_timeout", 30.0))
         self.max_background = int(opts.get("max_background", 64))
+        self.max_write = int(opts.get("max_write", 1 << 20))
+        self.size_poll = float(opts.get("size_poll", 0.5))
+        self.size_task: asyncio.Task | None = None
+        # krbd's "notrim": no discard/write-zeroes reach the image
+        self.trim = not opt_bool(opts, "notrim", False) and opt_bool(opts, "trim", True)
         self.image: BlockImage | None = None
         self.ops: ImageFile | None = None
+        self.fuse: fuseserver.FuseServer | None = None
+        self.fuse_fd: int | None = None
         self.mountpoint: str | None = None
         self.mounted = False
         self.fuse_task: asyncio.Task | None = None
@@ -222,7 +187,6 @@ class _Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
-        loop.set_exception_handler(_exception_handler)
         ready = False
         try:
             await self._start()
@@ -261,9 +225,6 @@ class _Daemon:
         return 1
 
     async def _start(self) -> None:
-        import pyfuse3
-        import pyfuse3.asyncio
-
         self.image = await self._unless_stopped(self.open_image())
         ro = bool(self.spec.get("read_only") or self.image.read_only)
         self.read_only = ro
@@ -272,25 +233,21 @@ class _Daemon:
         self.mountpoint = os.path.join(registry.subdir("mnt"), f"{safe}.{os.getpid()}")
         with open(self.mountpoint, "w"):
             pass
-        self.ops = ImageFile(self.image, read_only=ro, direct_io=self.fuse_dio)
+        self.ops = ImageFile(self.image, read_only=ro, direct_io=self.fuse_dio, discard=self.trim)
+        session = FuseSession(self.ops, max_write=self.max_write, max_background=self.max_background)
         fsname = "pyceph:" + re.sub(r"[,\s\\]", "_", label)
-        options = {"default_permissions", f"fsname={fsname}", "subtype=pyceph"}
-        if ro:
-            options.add("ro")
-        pyfuse3.asyncio.enable()
-        _patch_pyfuse3_asyncio()
-        pyfuse3.init(self.ops, self.mountpoint, options)
+        self.fuse_fd = fuseserver.mount(self.mountpoint, fsname=fsname, read_only=ro)
         self.mounted = True
-        self.fuse_task = asyncio.ensure_future(pyfuse3.main(min_tasks=2, max_tasks=self.max_tasks))
-        if self.private_ns and self.max_background:
-            _tune_fuse_connection(self.mountpoint, self.max_background)
+        self.fuse = fuseserver.FuseServer(session, self.fuse_fd, max_tasks=self.max_tasks)
+        self.fuse_task = asyncio.ensure_future(self.fuse.serve())
         self.index, self.loop_fd = await self._blocking(self._attach, ro, "pyceph:" + label)
         if self.stop.is_set():
             raise errors.InterruptedOrTimeoutError("map interrupted by a signal")
         self.dev_id = str(self.index)
         st = loopdev.get_status(self.loop_fd)
-        log.info("loop%d attached: read_only=%s direct_io=%s autoclear=%s",
-                 self.index, st.read_only, st.direct_io, st.autoclear)
+        log.info("loop%d attached: read_only=%s direct_io=%s autoclear=%s discard_max_bytes=%s",
+                 self.index, st.read_only, st.direct_io, st.autoclear,
+                 loopdev.queue_limit(self.index, "discard_max_bytes"))
         registry.write_record({
             "id": self.dev_id,
             "pool": self.spec["pool"],
@@ -303,12 +260,38 @@ class _Daemon:
             "mountpoint": self.mountpoint,
             "read_only": ro,
             "direct_io": st.direct_io,
+            "trim": self.trim and not ro,
             "socket": registry.socket_path(self.dev_id),
             "log": os.environ.get(LOG_ENV, ""),
         })
         with contextlib.suppress(FileNotFoundError):
             os.unlink(registry.socket_path(self.dev_id))
         self.server = await asyncio.start_unix_server(self._control, path=registry.socket_path(self.dev_id))
+        if self.size_poll > 0:
+            self.size_task = asyncio.ensure_future(self._follow_size())
+
+    async def _follow_size(self) -> None:
+        """Resize the device when the image's size changes (``rbd resize`` elsewhere:
+        the image refreshes on the header-update notification), like krbd does."""
+        last = self.image.size
+        while True:
+            await asyncio.sleep(self.size_poll)
+            size = self.image.size
+            if size == last:
+                continue
+            try:
+                await self._blocking(self._set_capacity)
+                log.info("image size %d -> %d: loop%d resized", last, size, self.index)
+            except Exception as e:  # noqa: BLE001 - retried at the next change
+                log.error("resizing loop%d to %d: %r", self.index, size, e)
+            last = size
+
+    def _set_capacity(self) -> None:
+        # the kernel caches the FUSE file's size: drop it, let stat fetch the new one
+        # (GETATTR, answered by our loop), then make loop re-read it (LOOP_SET_CAPACITY)
+        self.fuse.notify(fuseproto.notify_inval_inode())
+        os.stat(self.mountpoint)
+        loopdev.set_capacity(self.loop_fd)
 
     async def _unless_stopped(self, coro):
         """Await ``coro`` unless SIGTERM/SIGINT comes first (then it is cancelled)."""
@@ -327,8 +310,29 @@ class _Daemon:
         # opening the FUSE file sends requests to our own loop: must not run on it
         fd = os.open(self.mountpoint, (os.O_RDONLY if ro else os.O_RDWR) | os.O_CLOEXEC)
         try:
-            return loopdev.attach(fd, read_only=ro, label=label, direct_io=self.loop_dio,
-                                  autoclear=True, partscan=self.partscan)
+            index, loop_fd = loopdev.attach(fd, read_only=ro, label=label, direct_io=self.loop_dio,
+                                            autoclear=True, partscan=self.partscan)
+            if self.trim and not ro and loopdev.discard_capped(index):
+                # someone capped this device's discard at 0 in sysfs: take a fresh one
+                log.warning("loop%d has discard capped at 0 in sysfs; re-creating it", index)
+                loopdev.detach(loop_fd)
+                os.close(loop_fd)
+                try:
+                    if not loopdev.wait_detached(index, 5.0):
+                        raise OSError(errno.EBUSY, "still attached")
+                    for attempt in range(20):  # udev may still hold it for a moment
+                        try:
+                            loopdev.recreate(index)
+                            break
+                        except OSError as e:
+                            if e.errno != errno.EBUSY or attempt == 19:
+                                raise
+                            time.sleep(0.1)
+                except OSError as e:
+                    log.warning("cannot re-create loop%d (%s): mapping without discard", index, e)
+                index, loop_fd = loopdev.attach(fd, read_only=ro, label=label, direct_io=self.loop_dio,
+                                                autoclear=True, partscan=self.partscan)
+            return index, loop_fd
         finally:
             os.close(fd)  # the loop device holds its own reference
 
@@ -343,7 +347,7 @@ class _Daemon:
                 else:
                     writer.write(f"error {errno_of(err)} {type(err).__name__} {err}\n".encode())
             elif line == "stats":
-                writer.write((json.dumps(self.ops.stats if self.ops else {}) + "\n").encode())
+                writer.write((json.dumps(self._stats()) + "\n").encode())
             elif line == "sessions":
                 writer.write((json.dumps(self._sessions()) + "\n").encode())
             else:
@@ -353,6 +357,16 @@ class _Daemon:
             log.warning("control connection: %r", e)
         finally:
             writer.close()
+
+    def _stats(self) -> dict[str, int]:
+        """The "stats" control command: ImageFile counters plus the FUSE server's
+        (prefixed ``fuse_``: requests, replies, dropped, decode_errors, max_tasks_seen)
+        and requests per opcode (``op_<NAME>``, e.g. op_WRITE)."""
+        out = dict(self.ops.stats) if self.ops else {}
+        if self.fuse is not None:
+            out.update({f"fuse_{k}": v for k, v in self.fuse.stats.items()})
+            out.update({f"op_{k}": v for k, v in self.fuse.session.counts.items()})
+        return out
 
     def _sessions(self) -> dict[str, Any]:
         """The "sessions" control command: the RADOS client's view of its sessions
@@ -375,8 +389,6 @@ class _Daemon:
 
     async def _shutdown(self) -> BaseException | None:
         """Tear down in the reverse order; never raises, returns the first error."""
-        import pyfuse3
-
         first: BaseException | None = None
 
         def note(e: BaseException, what: str) -> None:
@@ -385,6 +397,8 @@ class _Daemon:
             if first is None:
                 first = e
 
+        if self.size_task is not None:
+            self.size_task.cancel()
         if self.dev_id is not None:
             registry.remove_record(self.dev_id, os.getpid())
         if self.loop_fd is not None:
@@ -397,26 +411,26 @@ class _Daemon:
                 await self.image.flush()
             except Exception as e:  # noqa: BLE001
                 note(e, "final flush")
+        if self.fuse is not None:
+            try:
+                await self.fuse.stop(10.0)
+            except Exception as e:  # noqa: BLE001
+                note(e, "stopping the FUSE server")
         if self.fuse_task is not None:
             if not self.fuse_task.done():
-                try:
-                    pyfuse3.terminate()
-                except Exception as e:  # noqa: BLE001
-                    note(e, "stopping the FUSE loop")
-                try:
-                    await asyncio.wait_for(asyncio.shield(self.fuse_task), 10)
-                except asyncio.TimeoutError:
-                    self.fuse_task.cancel()
-                except Exception as e:  # noqa: BLE001
-                    note(e, "FUSE main loop")
-            elif not self.fuse_task.cancelled() and self.fuse_task.exception() is not None:
-                pass  # already reported as the exit error
+                self.fuse_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.fuse_task  # its error, if any, is already the exit error
         if self.mounted:
             try:
-                pyfuse3.close(unmount=True)
+                fuseserver.unmount(self.mountpoint)
             except Exception as e:  # noqa: BLE001
                 note(e, "unmounting")
             self.mounted = False
+        if self.fuse_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fuse_fd)  # aborts whatever the kernel still has queued
+            self.fuse_fd = None
         if self.mountpoint is not None:
             if not self.private_ns and registry.is_mounted(self.mountpoint):
                 with contextlib.suppress(OSError):
@@ -462,9 +476,15 @@ def run_daemon(
     - fuse_direct_io: FOPEN_DIRECT_IO on the FUSE file (default on)
     - max_tasks: FUSE requests served concurrently (default 64)
     - max_background: kernel cap on async FUSE requests (default 64; kernel's is 12)
+    - max_write: largest FUSE read/write request in bytes (default 1 MiB = 256 pages)
+    - notrim: discard and write-zeroes do not reach the image (krbd's ``notrim``:
+      the loop device advertises no discard, FALLOCATE gets EOPNOTSUPP)
     - partscan: scan partitions on the device (default off)
     - detach_timeout: seconds to wait for other openers at unmap (default 30)
     - keep_log: keep the log file after a clean exit (default off)
+    - size_poll: seconds between checks of the image size; a change resizes the
+      device, as krbd follows ``rbd resize`` (default 0.5; 0 = never)
+    - log_level: debug, info (default), warning or error (debug logs every discard)
 
     ``open_image`` is awaited inside the daemon's event loop.  ``ready_fd``
     (default: env ``PYCEPH_MAP_READY_FD``; None prints to stdout) receives one line,
@@ -477,6 +497,9 @@ def run_daemon(
     if not logging.getLogger().handlers:
         logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                             format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    level = str((spec.get("options") or {}).get("log_level", "")).upper()
+    if level in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        logging.getLogger().setLevel(level)
     reporter = _Reporter(ready_fd)
     try:
         private = _private_mount_ns()

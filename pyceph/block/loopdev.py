@@ -24,6 +24,8 @@ LOOP_GET_STATUS64 = 0x4C05
 LOOP_SET_CAPACITY = 0x4C07
 LOOP_SET_DIRECT_IO = 0x4C08
 LOOP_CONFIGURE = 0x4C0A
+LOOP_CTL_ADD = 0x4C80
+LOOP_CTL_REMOVE = 0x4C81
 LOOP_CTL_GET_FREE = 0x4C82
 
 LO_FLAGS_READ_ONLY = 1
@@ -194,6 +196,11 @@ def _configure(loop_fd: int, backing_fd: int, flags: int, label: str, direct_io:
         raise
 
 
+def set_capacity(loop_fd: int) -> None:
+    """LOOP_SET_CAPACITY: re-read the backing file's size (the device grows or shrinks)."""
+    fcntl.ioctl(loop_fd, LOOP_SET_CAPACITY, 0)
+
+
 def detach(loop_fd: int) -> None:
     """LOOP_CLR_FD.  If others hold the device open the kernel defers the detach until
     their last close (ENXIO: already detached, ignored)."""
@@ -225,6 +232,37 @@ def wait_detached(index: int, timeout: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+
+
+def queue_limit(index: int, name: str) -> int | None:
+    """``/sys/block/loop<index>/queue/<name>`` as an int (e.g. discard_max_bytes), or None."""
+    try:
+        with open(f"/sys/block/loop{index}/queue/{name}") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def discard_capped(index: int) -> bool:
+    """True if ``loop<index>`` could discard (discard_max_hw_bytes > 0) but its
+    user cap (sysfs queue/discard_max_bytes, written by someone) is 0.  That cap
+    belongs to the queue, survives detach/attach, and cannot be raised again once
+    discard is off (the kernel then reports granularity 0 and rejects any nonzero
+    value), so only re-creating the device clears it (:func:`recreate`)."""
+    hw = queue_limit(index, "discard_max_hw_bytes")
+    return bool(hw) and queue_limit(index, "discard_max_bytes") == 0
+
+
+def recreate(index: int) -> None:
+    """LOOP_CTL_REMOVE then LOOP_CTL_ADD of ``loop<index>``: a fresh queue with
+    default limits.  The device must be detached and closed by everyone.  Raises
+    OSError (EBUSY if someone holds it)."""
+    ctl = os.open(LOOP_CONTROL, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(ctl, LOOP_CTL_REMOVE, index)
+        fcntl.ioctl(ctl, LOOP_CTL_ADD, index)
+    finally:
+        os.close(ctl)
 
 
 def _devnums(index: int) -> set[int]:

@@ -3,7 +3,7 @@
 Layout (run dir = ``$PYCEPH_RUN_DIR`` or ``/run/pyceph``)::
 
     mappings/<id>.json   id, pool, namespace, name, snap, device, pid, pid_start,
-                         mountpoint, read_only, socket, log
+                         mountpoint, read_only, direct_io, trim, socket, log
     mappings/<id>.sock   the daemon's control socket
     mnt/                 FUSE mount points (regular files)
     log/                 one log file per daemon (its stdout/stderr)

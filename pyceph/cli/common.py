@@ -31,18 +31,23 @@ def parse_size(s: str, default_unit: str = "M") -> int:
 
 
 def fmt_size(n: float) -> str:
-    """Like Ceph's ``byte_u_t``: ``256 MiB``, ``1.5 GiB``, ``4 KiB``, ``0 B``."""
-    units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-    i = 0
-    x = float(n)
-    while x >= 1024 and i < len(units) - 1 and (x / 1024) >= 1:
-        x /= 1024
+    """Ceph's ``byte_u_t`` (src/include/types.cc ``format_u``): ``256 MiB``, ``0 B``,
+    ``1.5 GiB``, ``9.99 KiB`` -- exact multiples print whole, others with the most
+    decimals (2, 1, 0) that keep the text within 7 characters."""
+    v = max(0, int(n))
+    units = [" B", " KiB", " MiB", " GiB", " TiB", " PiB", " EiB"]
+    q, i = v, 0
+    while q >= 1024 and i < len(units) - 1:
+        q //= 1024
         i += 1
-    if i == 0:
-        return f"{int(n)} B"
-    if x == int(x):
-        return f"{int(x)} {units[i]}"
-    return f"{x:.3g} {units[i]}"
+    mult = 1 << (10 * i)
+    if i == 0 or v % mult == 0:
+        return f"{q}{units[i]}"
+    for prec in (2, 1, 0):
+        text = f"{v / mult:.{prec}f}{units[i]}"
+        if len(text) <= 7:
+            break
+    return text
 
 
 @dataclass
@@ -140,11 +145,193 @@ async def with_rados(args: argparse.Namespace, fn: Callable[[Any], Awaitable[Any
         await r.shutdown()
 
 
+class CliError(Exception):
+    """A command failed the way ``rbd`` reports it: one stderr line ``prog: MESSAGE``
+    and exit status ``errno`` (``rbd`` exits with ``abs(r)`` of the failing call).
+
+    ``CliError("error opening image x", exc)`` formats like ``rbd``'s
+    ``"rbd: error opening image x: (2) No such file or directory"`` and appends
+    pyceph's typed error in brackets (``[ImageNotFound: image 'x' not found]``);
+    ``CliError("must specify --size <M/G/T>", errno=EINVAL)`` is a plain message.
+    """
+
+    def __init__(self, message: str, exc: BaseException | None = None, errno: int | None = None):
+        code = errno
+        if code is None and exc is not None:
+            code = getattr(exc, "errno", None)
+        self.errno = abs(code) if code else 1
+        text = message
+        if exc is not None:
+            text += f": ({self.errno}) {os.strerror(self.errno)}"
+            detail = getattr(exc, "message", None) or str(exc)
+            text += f" [{type(exc).__name__}: {detail}]" if detail else f" [{type(exc).__name__}]"
+        super().__init__(text)
+        self.text = text
+
+
+def strerror_line(context: str, errno_: int) -> str:
+    """``rbd``'s ``context: (N) strerror`` (``cpp_strerror``)."""
+    return f"{context}: ({abs(errno_)}) {os.strerror(abs(errno_))}"
+
+
+class TextTable:
+    """Ceph's ``TextTable`` (src/common/TextTable.cc) as ``rbd`` prints it: every cell
+    padded to its column's width, columns separated by two spaces, headings and cells
+    aligned independently (``"<"`` left, ``">"`` right)."""
+
+    LEFT = "<"
+    RIGHT = ">"
+
+    def __init__(self) -> None:
+        self.cols: list[tuple[str, str, str]] = []
+        self.rows: list[list[str]] = []
+
+    def define_column(self, heading: str, hd_align: str = "<", col_align: str = "<") -> None:
+        self.cols.append((heading, hd_align, col_align))
+
+    def add_row(self, *cells: Any) -> None:
+        if len(cells) != len(self.cols):
+            raise ValueError(f"row has {len(cells)} cells, table has {len(self.cols)} columns")
+        self.rows.append([str(c) for c in cells])
+
+    def render(self) -> str:
+        """The table text; "" when it has no rows (TextTable prints nothing then)."""
+        if not self.rows:
+            return ""
+        widths = [len(h) for h, _, _ in self.cols]
+        for row in self.rows:
+            for i, c in enumerate(row):
+                widths[i] = max(widths[i], len(c))
+        lines = ["  ".join(f"{h:{a}{widths[i]}}" for i, (h, a, _) in enumerate(self.cols))]
+        for row in self.rows:
+            lines.append("  ".join(f"{c:{self.cols[i][2]}{widths[i]}}" for i, c in enumerate(row)))
+        return "".join(ln + "\n" for ln in lines)
+
+
+def fmt_addr(addr: Any) -> str:
+    """An ``entity_addr_t`` as Ceph's ``operator<<`` prints it (``127.0.0.1:0/123``,
+    ``v2:10.0.0.1:6800/7``; type ANY has no prefix, NONE prints ``-``), the form
+    ``rbd status`` shows for watchers.  Strings pass through unchanged."""
+    if isinstance(addr, str):
+        return addr
+    t = getattr(addr, "type", 0)
+    if t == 0:
+        return "-"
+    prefix = {1: "v1:", 2: "v2:"}.get(t, "")
+    ip = getattr(addr, "ip", "")
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{prefix}{host}:{addr.port}/{addr.nonce}"
+
+
+def fmt_legacy_addr(addr: Any) -> str:
+    """``entity_addr_t::get_legacy_str()`` (no type prefix): ``rbd lock ls``'s Address."""
+    if isinstance(addr, str):
+        for p in ("v1:", "v2:", "any:"):
+            if addr.startswith(p):
+                return addr[len(p):]
+        return addr
+    ip = getattr(addr, "ip", "")
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"{host}:{addr.port}/{addr.nonce}"
+
+
+class Progress:
+    """``rbd``'s progress reporting (``utils::ProgressContext``) on stderr.
+
+    On a terminal a ``rich`` bar is drawn while the operation runs; in every case the
+    outcome ends as ``rbd``'s final line, ``"<what>: 100% complete...done."`` or
+    ``"<what>: N% complete...failed."``.  ``enabled=False`` (``--no-progress``)
+    prints nothing.  ``update(done, total)`` is the ``on_progress(done, total)``
+    callback the core takes.  Use as a context manager: an exception prints the
+    ``failed.`` line and propagates.
+    """
+
+    def __init__(self, what: str, enabled: bool = True, stream: Any = None, tty: bool | None = None):
+        self.what = what
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        if tty is None:
+            try:
+                tty = self.stream.isatty()
+            except (AttributeError, ValueError):
+                tty = False
+        self.tty = tty
+        self.last = 0
+        self._bar: Any = None
+        self._task: Any = None
+
+    def _start_bar(self) -> None:
+        if self._bar is not None or not (self.enabled and self.tty):
+            return
+        try:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress as RichProgress, TaskProgressColumn, TextColumn, \
+                TimeRemainingColumn
+        except ImportError:  # pragma: no cover - rich is a dependency
+            return
+        self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                 TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
+        self._task = self._bar.add_task(self.what, total=100)
+        self._bar.start()
+
+    def _stop_bar(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def update(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        pct = int(done * 100 // total)
+        if pct > self.last:
+            self.last = min(pct, 100)
+        if self.tty:
+            self._start_bar()
+            if self._bar is not None:
+                self._bar.update(self._task, completed=self.last)
+
+    __call__ = update
+
+    def finish(self) -> None:
+        self._stop_bar()
+        if self.enabled:
+            self.stream.write(f"{self.what}: 100% complete...done.\n")
+            self.stream.flush()
+
+    def fail(self) -> None:
+        self._stop_bar()
+        if self.enabled:
+            self.stream.write(f"{self.what}: {self.last}% complete...failed.\n")
+            self.stream.flush()
+
+    def __enter__(self) -> "Progress":
+        if self.tty:
+            self._start_bar()
+        return self
+
+    def __exit__(self, et, ev, tb) -> bool:
+        if et is None:
+            self.finish()
+        else:
+            self.fail()
+        return False
+
+    def run(self, fn, *a):
+        """``fn(*a)``, then the final ``done.`` line, or ``failed.`` if it raised."""
+        with self:
+            return fn(*a)
+
+
 def run_main(prog: str, fn: Callable[[], int]) -> int:
-    """Run a CLI body: a typed error becomes one line ``prog: ErrorType: message`` on
-    stderr and exit code 1 (argparse's usage errors exit 2); Ctrl-C exits 130."""
+    """Run a CLI body.  A :class:`CliError` prints ``prog: message`` and exits with its
+    errno, as ``rbd`` does; any other typed error (connecting, authenticating,
+    configuration) becomes one line ``prog: ErrorType: message`` and exit code 1
+    (argparse's usage errors exit 2); Ctrl-C exits 130."""
     try:
         return fn() or 0
+    except CliError as e:
+        print(f"{prog}: {e.text}", file=sys.stderr)
+        return e.errno
     except errors.Error as e:
         print(f"{prog}: {type(e).__name__}: {e.message or e}", file=sys.stderr)
         return 1

@@ -60,7 +60,11 @@ from .messages import (
     MAuthReply,
     MMonCommand,
     MMonCommandAck,
+    MMonGetVersion,
+    MMonGetVersionReply,
     MMonMap,
+    MPoolOp,
+    MPoolOpReply,
     MMonSubscribe,
     MOSDMap,
 )
@@ -108,9 +112,9 @@ class MonClient(AuthHooksMixin):
         self._reopen_task: asyncio.Task | None = None
         self._renew_task: asyncio.Task | None = None
         self._keepalive_task: asyncio.Task | None = None
-        # tid -> (MMonCommand message, future): resent on every new session, like the
-        # kernel's generic requests, so a command survives a monitor failover.
-        self._pending: dict[int, tuple[MMonCommand, asyncio.Future]] = {}
+        # tid -> (MMonCommand / MPoolOp / MMonGetVersion message, future): resent on every
+        # new session, like the kernel's generic requests, so they survive a mon failover.
+        self._pending: dict[int, tuple[Any, asyncio.Future]] = {}
         self.state = "closed"
         self.hostname = socket.gethostname()
         self.sessions_opened = 0
@@ -285,6 +289,51 @@ class MonClient(AuthHooksMixin):
             self._pending.pop(tid, None)
         return ack.r, ack.outbl, ack.rs
 
+    async def _generic_request(self, msg, tid: int, what: str, timeout: float):
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[tid] = (msg, fut)
+        if self.con is not None:
+            self.con.send(msg.to_message(self._features()))
+        try:
+            return await (asyncio.wait_for(fut, timeout) if timeout else fut)
+        except asyncio.TimeoutError:
+            raise TimedOut(f"{what} timed out after {timeout:g}s") from None
+        finally:
+            self._pending.pop(tid, None)
+
+    async def pool_op(self, pool: int, op: int, *, snapid: int = 0, name: str = "",
+                      timeout: float = 30.0) -> tuple[int, int, bytes]:
+        """Send an MPoolOp (``op`` = POOL_OP_*, see :mod:`pyceph.mon.messages`) and return
+        ``(reply_code, epoch, response_data)`` from the MPoolOpReply: ``reply_code`` 0 or
+        -errno, ``epoch`` the osdmap epoch holding the change.  Resent to the next monitor
+        after a fault, as Objecter's pool ops.  ``timeout`` seconds (0 = forever); raises
+        :class:`TimedOut`.  Callers wait for ``epoch`` themselves (:meth:`wait_for_osdmap`).
+        """
+        self._tid += 1
+        tid = self._tid
+        msg = MPoolOp(fsid=self.fsid or bytes(16), pool=pool, op=op, snapid=snapid, name=name, tid=tid)
+        msg.paxos.version = self.osdmap.epoch if self.osdmap is not None else 0
+        reply: MPoolOpReply = await self._generic_request(msg, tid, f"pool op {op:#x} on pool {pool}", timeout)
+        log.info("pool op %#x pool %d snapid %d -> %d (epoch %d)", op, pool, snapid, reply.reply_code,
+                 reply.epoch, extra={"event": "pool_op", "op": op, "pool": pool, "result": reply.reply_code,
+                                     "epoch": reply.epoch})
+        return reply.reply_code, reply.epoch, reply.response_data
+
+    async def get_version(self, what: str = "osdmap", timeout: float = 30.0) -> tuple[int, int]:
+        """``(newest, oldest)`` version of map ``what`` the monitors hold (MMonGetVersion,
+        kernel ``ceph_monc_get_version``).  Raises :class:`TimedOut`."""
+        self._tid += 1
+        tid = self._tid
+        reply: MMonGetVersionReply = await self._generic_request(
+            MMonGetVersion(handle=tid, what=what), tid, f"get_version {what}", timeout)
+        return reply.version, reply.oldest_version
+
+    async def wait_for_latest_osdmap(self, timeout: float = 30.0) -> OSDMap:
+        """Wait until we hold the newest OSDMap the monitors have (librados
+        ``wait_for_latest_osdmap``): after a mon command that changed it."""
+        newest, _ = await self.get_version("osdmap", timeout)
+        return await self.wait_for_osdmap(newest, timeout or None)
+
     async def wait_for_osdmap(self, min_epoch: int, timeout: float | None = None) -> OSDMap:
         """Wait until ``osdmap.epoch >= min_epoch`` (asking the monitor for newer maps)."""
         if self.osdmap is not None and self.osdmap.epoch >= min_epoch:
@@ -438,11 +487,17 @@ class MonClient(AuthHooksMixin):
                     fn()
                 except Exception:
                     log.exception("tickets listener failed")
-        elif t == MMonCommandAck.MSG_TYPE:
-            ack = MMonCommandAck.from_message(msg)
-            ent = self._pending.get(msg.tid)
+        elif t in (MMonCommandAck.MSG_TYPE, MPoolOpReply.MSG_TYPE, MMonGetVersionReply.MSG_TYPE):
+            if t == MMonCommandAck.MSG_TYPE:
+                reply, tid = MMonCommandAck.from_message(msg), msg.tid
+            elif t == MPoolOpReply.MSG_TYPE:
+                reply, tid = MPoolOpReply.from_message(msg), msg.tid
+            else:
+                reply = MMonGetVersionReply.from_message(msg)
+                tid = reply.handle
+            ent = self._pending.get(tid)
             if ent is not None and not ent[1].done():
-                ent[1].set_result(ack)
+                ent[1].set_result(reply)
         else:
             log.debug("mon: ignoring message type %d", t)
 

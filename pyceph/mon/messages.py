@@ -1,7 +1,8 @@
 """Messages between a client and the monitors.
 
 MAuth/MAuthReply, MMonMap/MMonGetMap, MMonSubscribe/MMonSubscribeAck, MOSDMap,
-MMonCommand/MMonCommandAck, MMonGetVersion/MMonGetVersionReply and MConfig.
+MMonCommand/MMonCommandAck, MMonGetVersion/MMonGetVersionReply, MPoolOp/MPoolOpReply
+and MConfig.
 
 Formats: ``src/messages/<Name>.h`` in Ceph (``PaxosServiceMessage.h`` for the common
 header of MAuth and MMonCommand*) and the kernel's ``net/ceph/mon_client.c``.  Each
@@ -27,9 +28,20 @@ CEPH_MSG_AUTH_REPLY = 18
 CEPH_MSG_MON_GET_VERSION = 19
 CEPH_MSG_MON_GET_VERSION_REPLY = 20
 CEPH_MSG_OSD_MAP = 41
+CEPH_MSG_POOLOP_REPLY = 48
+CEPH_MSG_POOLOP = 49
 CEPH_MSG_MON_COMMAND = 50
 CEPH_MSG_MON_COMMAND_ACK = 51
 MSG_CONFIG = 62
+
+# MPoolOp.op (src/include/rados.h)
+POOL_OP_CREATE = 0x01
+POOL_OP_DELETE = 0x02
+POOL_OP_AUID_CHANGE = 0x03
+POOL_OP_CREATE_SNAP = 0x11
+POOL_OP_DELETE_SNAP = 0x12
+POOL_OP_CREATE_UNMANAGED_SNAP = 0x21
+POOL_OP_DELETE_UNMANAGED_SNAP = 0x22
 
 #: MMonSubscribe item flag: send one update, not every new version
 CEPH_SUBSCRIBE_ONETIME = 1
@@ -391,6 +403,89 @@ class MMonGetVersionReply:
 
 
 @dataclass
+class MPoolOp:
+    """``MPoolOp`` (type 49, v4, compat 2; ``src/messages/MPoolOp.h``): ``paxos header
+    (version = our osdmap epoch), uuid fsid, u32 pool, u32 op, u64 auid(0), u64 snapid,
+    string name, u8 pad(0), s16 crush_rule``.  ``op`` is POOL_OP_*; ``tid`` (message
+    header) matches the reply."""
+
+    MSG_TYPE = CEPH_MSG_POOLOP
+    HEAD_VERSION = 4
+    COMPAT_VERSION = 2
+
+    fsid: bytes
+    pool: int
+    op: int
+    snapid: int = 0
+    name: str = ""
+    tid: int = 0
+    auid: int = 0
+    crush_rule: int = 0
+    paxos: PaxosHeader = field(default_factory=PaxosHeader)
+
+    def to_message(self, features: int) -> Message:
+        e = self.paxos.encode(Encoder()).uuid(self.fsid).u32(self.pool).u32(self.op)
+        e.u64(self.auid).u64(self.snapid).string(self.name).u8(0).s16(self.crush_rule)
+        return Message(type=self.MSG_TYPE, front=e.bytes(), version=self.HEAD_VERSION,
+                       compat_version=self.COMPAT_VERSION, tid=self.tid)
+
+    @classmethod
+    def from_message(cls, msg: Message) -> "MPoolOp":
+        d = Decoder(msg.front)
+        paxos = PaxosHeader.decode(d)
+        fsid = d.uuid()
+        pool = d.u32()
+        name = d.string() if msg.version < 2 else ""
+        op = d.u32()
+        auid = d.u64()
+        snapid = d.u64()
+        if msg.version >= 2:
+            name = d.string()
+        crush_rule = -1
+        if msg.version >= 3:
+            pad = d.u8()
+            crush_rule = d.s16() if msg.version >= 4 else pad
+        return cls(fsid, pool, op, snapid, name, msg.tid, auid, crush_rule, paxos)
+
+
+@dataclass
+class MPoolOpReply:
+    """``MPoolOpReply`` (type 48; ``src/messages/MPoolOpReply.h``): ``paxos header, uuid
+    fsid, u32 reply_code (a negative errno as two's complement), u32 epoch (the osdmap
+    epoch that holds the change), bool has_data, [bufferlist response_data]``.  For
+    POOL_OP_CREATE_UNMANAGED_SNAP ``response_data`` is the new snap id (u64)."""
+
+    MSG_TYPE = CEPH_MSG_POOLOP_REPLY
+    HEAD_VERSION = 1
+    COMPAT_VERSION = 1
+
+    fsid: bytes
+    reply_code: int
+    epoch: int
+    response_data: bytes = b""
+    tid: int = 0
+    paxos: PaxosHeader = field(default_factory=PaxosHeader)
+
+    def to_message(self, features: int) -> Message:
+        e = self.paxos.encode(Encoder()).uuid(self.fsid).s32(self.reply_code).u32(self.epoch)
+        e.bool(bool(self.response_data))
+        if self.response_data:
+            e.blob(self.response_data)
+        return Message(type=self.MSG_TYPE, front=e.bytes(), version=self.HEAD_VERSION,
+                       compat_version=self.COMPAT_VERSION, tid=self.tid)
+
+    @classmethod
+    def from_message(cls, msg: Message) -> "MPoolOpReply":
+        d = Decoder(msg.front)
+        paxos = PaxosHeader.decode(d)
+        fsid = d.uuid()
+        code = d.s32()
+        epoch = d.u32()
+        data = d.blob() if d.bool() else b""
+        return cls(fsid, code, epoch, data, msg.tid, paxos)
+
+
+@dataclass
 class MConfig:
     """``MConfig`` (type 62): ``map<string,string>`` of config options the mon pushes."""
 
@@ -416,5 +511,6 @@ class MConfig:
 MON_MESSAGES: dict[int, type] = {
     c.MSG_TYPE: c
     for c in (MAuth, MAuthReply, MMonMap, MMonGetMap, MOSDMap, MMonSubscribe, MMonSubscribeAck,
-              MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply, MConfig)
+              MMonCommand, MMonCommandAck, MMonGetVersion, MMonGetVersionReply, MConfig, MPoolOp,
+              MPoolOpReply)
 }

@@ -35,6 +35,19 @@ krbd:
 - **Blocklisted**: a reply of -108 (EBLOCKLISTED) or our address (IP + nonce, or the
   whole IP) in the osdmap blocklist fails every request with :class:`Blocklisted` and
   latches: later submits fail at once (a blocklisted krbd client must be remapped).
+- **Linger requests** (watches and in-progress notifies, :class:`LingerRequest`; kernel
+  ``ceph_osd_linger_request``, Objecter ``LingerOp``): a watch is registered with
+  WATCH_OP_WATCH and then pinged (WATCH_OP_PING with its ``register_gen``) every
+  ``osd_keepalive_interval`` s, at most ``timeout/2``; a session serving a watch gets a
+  keepalive every tick and is never closed as idle.  It is re-registered with
+  WATCH_OP_RECONNECT (``register_gen`` + 1) on a new connection to its OSD, when its
+  pg, primary or acting set changes, after a DISCONNECT event and after a failed ping;
+  only a failed re-registration (ENOTCONN: the OSD dropped the watch; Blocklisted ...)
+  reaches the watch's ``on_error``.  At most one registration is in flight; pings are
+  never resent.  A notify is resent (new notify_id) if its session resets or its target
+  moves before NOTIFY_COMPLETE arrives.  MWatchNotify events: NOTIFY -> ``on_notify``,
+  NOTIFY_COMPLETE -> the waiting :meth:`OSDClient.notify`; unknown cookies are logged
+  and ignored.  Every linger event is one log line with ``event=linger_<what>``.
 """
 
 from __future__ import annotations
@@ -66,7 +79,16 @@ from ..osdmap.pool import FLAG_FULL, FLAG_FULL_QUOTA
 from ..types import ADDR_TYPE_MSGR2, ENTITY_TYPE_OSD, PgT
 from . import ops as O
 from ..mon.messages import MOSDMap
-from .messages import MOSDOp, MOSDOpReply, ObjectLocator, SpgT
+from .messages import (
+    CEPH_WATCH_EVENT_DISCONNECT,
+    CEPH_WATCH_EVENT_NOTIFY,
+    CEPH_WATCH_EVENT_NOTIFY_COMPLETE,
+    MOSDOp,
+    MOSDOpReply,
+    MWatchNotify,
+    ObjectLocator,
+    SpgT,
+)
 
 log = logging.getLogger("pyceph.osd")
 
@@ -75,6 +97,9 @@ NO_SHARD = -1
 CRUSH_ITEM_NONE = 0x7FFFFFFF
 _EBLOCKLISTED = 108
 _EAGAIN = 11
+_ENOENT = 2
+_ENOTCONN = 107
+_ETIMEDOUT = 110
 _TARGET_CACHE_MAX = 1 << 16
 
 
@@ -112,6 +137,10 @@ class OSDRequest:
     stamp: float = 0.0
     session: "OSDSession | None" = None
     sent_con: Any = None
+    #: the linger (watch/notify) this request registers or pings for, if any
+    linger: "LingerRequest | None" = None
+    #: dropped (ConnectionShutdown) instead of resent after a fault or retarget (pings)
+    no_resend: bool = False
 
     @property
     def is_write(self) -> bool:
@@ -120,6 +149,71 @@ class OSDRequest:
     @property
     def is_read(self) -> bool:
         return bool(self.flags & O.CEPH_OSD_FLAG_READ)
+
+
+@dataclass(eq=False)
+class LingerRequest:
+    """A watch or an in-progress notify (``ceph_osd_linger_request``, Objecter ``LingerOp``).
+
+    ``linger_id`` is also the cookie the OSD knows the watch (or notify) by.  ``t`` holds
+    the target (an :class:`OSDRequest` never submitted, used only for ``_calc_target``).
+    ``committed``: the first WATCH (or NOTIFY) was acknowledged; later registrations of a
+    watch are WATCH_OP_RECONNECT with ``register_gen`` + 1.  ``reg_req``/``ping_req``: the
+    registration / ping request in flight.  ``watch_valid_thru``: loop time when the last
+    acknowledged ping (or registration) was sent.  ``last_error``: the watch is lost for
+    good (``on_error`` was called).  Notify: ``notify_id`` from the NOTIFY reply,
+    ``finished`` resolves to ``(return_code, data)`` on NOTIFY_COMPLETE.
+    """
+
+    linger_id: int
+    is_watch: bool
+    t: OSDRequest
+    timeout: int = 30
+    payload: bytes = b""
+    snapc: tuple[int, list[int]] | None = None
+    on_notify: Any = None
+    on_error: Any = None
+    session: "OSDSession | None" = None
+    acting: tuple = ()
+    committed: bool = False
+    register_gen: int = 0
+    last_error: Error | None = None
+    reg_req: OSDRequest | None = None
+    ping_req: OSDRequest | None = None
+    ping_sent: float = 0.0
+    watch_valid_thru: float = 0.0
+    notify_id: int = 0
+    registered: asyncio.Future | None = None
+    finished: asyncio.Future | None = None
+    canceled: bool = False
+    ping_timer: asyncio.TimerHandle | None = None
+    reconnects: int = 0
+    pings: int = 0
+
+
+def _normalize_watch_error(r: int) -> int:
+    """ENOENT (object deleted) -> ENOTCONN, as the kernel's ``normalize_watch_error``."""
+    return -_ENOTCONN if r == -_ENOENT else r
+
+
+def _reply_result(reply) -> int:
+    if reply.result < 0:
+        return reply.result
+    for op in reply.ops:
+        if op.rval < 0:
+            return op.rval
+    return reply.result
+
+
+def _consume(fut: asyncio.Future) -> None:
+    """Mark a linger future's exception retrieved: its waiter may have given up (timeout)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _errno_name(r: int) -> str:
+    import errno as _e
+    return _e.errorcode.get(-r, str(r))
 
 
 def _pool_full(pool) -> bool:
@@ -140,6 +234,7 @@ class OSDSession(AuthHooksMixin):
         self.osd = osd
         self.addr = addr
         self.requests: dict[int, OSDRequest] = {}
+        self.lingers: dict[int, LingerRequest] = {}
         self.auth = osdc.monc.auth.authorizer_hooks(ENTITY_TYPE_OSD)
         self.con: Any = None
         self.state = "new"
@@ -182,6 +277,8 @@ class OSDSession(AuthHooksMixin):
         # requests submitted from here on go out after them (ops on one object must
         # reach the OSD in tid order: kernel kick_osd_requests at reopen).
         osdc._kick(self)
+        # Watches served by this OSD re-register on the new connection (RECONNECT).
+        osdc._kick_lingers(self)
 
     async def _connect(self, con) -> None:
         try:
@@ -230,6 +327,7 @@ class OSDSession(AuthHooksMixin):
             "state": self.state,
             "connection_state": con.state.value if con is not None else None,
             "requests": len(self.requests),
+            "lingers": len(self.lingers),
             "oldest_request_age": age(min((r.stamp for r in self.requests.values()), default=None)),
             "last_keepalive_ack_age": age(con.last_keepalive_ack_at) if con is not None else None,
             "last_rx_age": age(con.last_rx_at) if con is not None else None,
@@ -258,7 +356,9 @@ class OSDClient:
         self.connection_factory = connection_factory
         self.sessions: dict[int, OSDSession] = {}
         self.requests: dict[int, OSDRequest] = {}
+        self.lingers: dict[int, LingerRequest] = {}
         self._tid = 0
+        self._linger_id = 0
         cfg = monc.config
         self.connect_timeout = cfg.get_float("client_mount_timeout", 30.0)
         self.request_timeout = cfg.get_float("osd_request_timeout", 0.0) or cfg.get_float(
@@ -272,6 +372,9 @@ class OSDClient:
         # A stalled peer must not hold a reconnect for client_mount_timeout.
         self.session_connect_timeout = min(self.connect_timeout, max(1.0, self.keepalive_timeout))
         self.tick_interval = max(0.05, min(self.keepalive_interval, self.idle_ttl / 4))
+        # Watch pings: every osd_keepalive_interval (the kernel pings on each 5 s
+        # osd_keepalive tick, librados on each 5 s objecter tick), at most timeout/2.
+        self.ping_interval = max(0.01, cfg.get_float("osd_watch_ping_interval", self.keepalive_interval))
         self.blocklisted: Blocklisted | None = None
         self.resends = 0
         self._closing = False
@@ -428,7 +531,7 @@ class OSDClient:
         s.last_used = req.stamp
 
     # -- public ------------------------------------------------------------------------
-    async def submit(
+    def _start_request(
         self,
         pool: int,
         oid: str,
@@ -439,14 +542,11 @@ class OSDClient:
         key: str = "",
         snapid: int = CEPH_NOSNAP,
         snapc: tuple[int, list[int]] | None = None,
-        timeout: float | None = None,
-    ) -> MOSDOpReply:
-        """Send ``ops`` on object ``oid`` and wait for the OSD's reply.
-
-        ``write`` selects WRITE|ONDISK flags (the reply means the data is durable on
-        every replica) vs READ.  ``snapc`` is ``(seq, [snap ids newest first])``.
-        ``timeout`` seconds (default ``osd_request_timeout``; 0 = forever).
-        """
+        linger: LingerRequest | None = None,
+        no_resend: bool = False,
+    ) -> OSDRequest:
+        """Create, target and send (or park) a request; its ``future`` gets the reply.
+        Raises Blocklisted, PoolNotFound, or -108 after close."""
         if self._closing:
             raise make_ex(-108, "client is shut down")
         if self.blocklisted is not None:
@@ -466,6 +566,8 @@ class OSDClient:
             snaps=list(snapc[1]) if snapc else [],
             mtime=(int(now), int((now % 1) * 1e9)) if write else (0, 0),
             start=loop.time(),
+            linger=linger,
+            no_resend=no_resend,
         )
         req.future = loop.create_future()
         self._calc_target(req)
@@ -473,6 +575,33 @@ class OSDClient:
         self._ensure_ticker()
         try:
             self._send(req)
+        except BaseException:
+            self._forget(req)
+            raise
+        return req
+
+    async def submit(
+        self,
+        pool: int,
+        oid: str,
+        ops: list[O.OSDOp],
+        *,
+        write: bool,
+        nspace: str = "",
+        key: str = "",
+        snapid: int = CEPH_NOSNAP,
+        snapc: tuple[int, list[int]] | None = None,
+        timeout: float | None = None,
+    ) -> MOSDOpReply:
+        """Send ``ops`` on object ``oid`` and wait for the OSD's reply.
+
+        ``write`` selects WRITE|ONDISK flags (the reply means the data is durable on
+        every replica) vs READ.  ``snapc`` is ``(seq, [snap ids newest first])``.
+        ``timeout`` seconds (default ``osd_request_timeout``; 0 = forever).
+        """
+        req = self._start_request(pool, oid, ops, write=write, nspace=nspace, key=key,
+                                  snapid=snapid, snapc=snapc)
+        try:
             t = timeout if timeout is not None else self.request_timeout
             if t and t > 0:
                 try:
@@ -490,6 +619,421 @@ class OSDClient:
             self._forget(req)
         return reply
 
+    # -- linger requests: watch / notify (kernel linger_submit, send_linger, ...) ---------
+    def _new_linger(self, pool: int, oid: str, *, is_watch: bool, nspace: str, key: str,
+                    timeout: int, **kw) -> LingerRequest:
+        if self._closing:
+            raise make_ex(-108, "client is shut down")
+        if self.blocklisted is not None:
+            raise Blocklisted(str(self.blocklisted))
+        self._linger_id += 1
+        flags = O.CEPH_OSD_FLAG_WRITE if is_watch else O.CEPH_OSD_FLAG_READ
+        t = OSDRequest(tid=0, pool=pool, oid=oid, nspace=nspace, key=key, ops=[], flags=flags)
+        lreq = LingerRequest(linger_id=self._linger_id, is_watch=is_watch, t=t, timeout=timeout, **kw)
+        lreq.registered = asyncio.get_running_loop().create_future()
+        lreq.registered.add_done_callback(_consume)
+        return lreq
+
+    def _linger_event(self, lreq: LingerRequest, event: str, level: int = logging.INFO,
+                      detail: str = "") -> None:
+        """One structured log line per linger event (``event=linger_<what>``)."""
+        t = lreq.t
+        log.log(level, "%s %d on %s/%s: %s%s", "watch" if lreq.is_watch else "notify",
+                lreq.linger_id, t.pool, t.oid, event, f" ({detail})" if detail else "",
+                extra={"event": f"linger_{event}", "linger_id": lreq.linger_id, "oid": t.oid,
+                       "pool": t.pool, "osd": t.osd, "gen": lreq.register_gen, "detail": detail})
+
+    def _linger_submit(self, lreq: LingerRequest) -> None:
+        """Target, link to the primary's session and send the first registration."""
+        self.lingers[lreq.linger_id] = lreq
+        try:
+            self._linger_calc_target(lreq)
+            self._linger_link_target(lreq)
+        except Error as e:
+            self.lingers.pop(lreq.linger_id, None)
+            self._linger_link(lreq, None)
+            raise e
+        self._send_linger(lreq)
+
+    def _linger_calc_target(self, lreq: LingerRequest) -> bool:
+        """``_calc_target`` for the linger; also True when the acting set changed (a new
+        interval: the primary drops its in-memory watches and wants a RECONNECT)."""
+        t = lreq.t
+        changed = self._calc_target(t)
+        hit = self._targets.get((t.pool, t.oid, t.key, t.nspace))
+        acting = tuple(hit[2]) if hit is not None else ()
+        if lreq.acting and acting != lreq.acting:
+            changed = True
+        lreq.acting = acting
+        return changed
+
+    def _linger_link(self, lreq: LingerRequest, s: OSDSession | None) -> None:
+        old = lreq.session
+        if old is s:
+            return
+        if old is not None:
+            old.lingers.pop(lreq.linger_id, None)
+            old.last_used = old.loop.time()
+        lreq.session = s
+        if s is not None:
+            s.lingers[lreq.linger_id] = lreq
+            s.last_used = s.loop.time()
+
+    def _linger_link_target(self, lreq: LingerRequest) -> OSDSession | None:
+        t = lreq.t
+        if t.osd < 0 or t.paused:
+            self._linger_link(lreq, None)
+            self._want_map(onetime=False)
+            return None
+        s = self._get_session(t.osd)
+        self._linger_link(lreq, s)
+        return s
+
+    def _linger_busy(self, lreq: LingerRequest) -> bool:
+        r = lreq.reg_req
+        return r is not None and r.future is not None and not r.future.done()
+
+    def _linger_retarget(self, lreq: LingerRequest, why: str) -> None:
+        """The linger's pg/primary/interval changed (or its session went away): follow it
+        and re-register there, unless a registration in flight is being resent anyway."""
+        try:
+            s = self._linger_link_target(lreq)
+        except Error as e:
+            self._linger_error(lreq, e)
+            return
+        self._linger_event(lreq, "retarget", detail=f"{why}; osd.{lreq.t.osd}")
+        if self._linger_busy(lreq) or not lreq.committed or s is None:
+            return
+        if not lreq.is_watch and lreq.finished is not None and lreq.finished.done():
+            return
+        self._send_linger(lreq)
+
+    def _kick_lingers(self, s: OSDSession) -> None:
+        """New connection for ``s``: re-register each linger it serves (kernel
+        ``kick_osd_requests``); a registration in flight was just resent by ``_kick``."""
+        for lid in sorted(s.lingers):
+            lreq = s.lingers.get(lid)
+            if lreq is None or lreq.canceled or lreq.last_error is not None:
+                continue
+            if self._linger_busy(lreq) or not lreq.committed:
+                continue
+            if not lreq.is_watch and lreq.finished is not None and lreq.finished.done():
+                continue
+            self._linger_event(lreq, "session_reset", detail=f"osd.{s.osd} reconnecting")
+            self._send_linger(lreq)
+
+    def _send_linger(self, lreq: LingerRequest) -> None:
+        """Send the registration: WATCH (first), RECONNECT with ``register_gen`` + 1 (a
+        committed watch), or NOTIFY (a notify; a resend makes a new notify_id)."""
+        if lreq.canceled or lreq.last_error is not None or self._closing:
+            return
+        old = lreq.reg_req
+        if old is not None:
+            self._cancel_request(old)
+        lreq.reg_req = None
+        t = lreq.t
+        if lreq.is_watch and lreq.committed:
+            lreq.register_gen += 1
+            lreq.reconnects += 1
+            ops = [O.watch(lreq.linger_id, O.CEPH_OSD_WATCH_OP_RECONNECT, lreq.register_gen, lreq.timeout)]
+            what = "reconnect"
+        elif lreq.is_watch:
+            ops = [O.watch(lreq.linger_id, O.CEPH_OSD_WATCH_OP_WATCH, 0, lreq.timeout)]
+            what = "register"
+        else:
+            lreq.notify_id = 0
+            ops = [O.notify(lreq.linger_id, lreq.payload, lreq.timeout)]
+            what = "notify"
+        try:
+            req = self._start_request(t.pool, t.oid, ops, write=lreq.is_watch, nspace=t.nspace, key=t.key,
+                                      snapc=lreq.snapc if lreq.is_watch else None, linger=lreq)
+        except Error as e:
+            self._linger_error(lreq, e)
+            return
+        lreq.reg_req = req
+        self._linger_event(lreq, what, logging.DEBUG if what != "reconnect" else logging.INFO,
+                           detail=f"tid {req.tid}")
+        req.future.add_done_callback(lambda f, lreq=lreq, req=req: self._linger_reg_done(lreq, req, f))
+
+    def _linger_reg_done(self, lreq: LingerRequest, req: OSDRequest, fut: asyncio.Future) -> None:
+        if fut.cancelled() or lreq.canceled or req is not lreq.reg_req:
+            return
+        lreq.reg_req = None
+        self._forget(req)
+        exc = fut.exception()
+        if exc is not None:
+            self._linger_error(lreq, exc if isinstance(exc, Error) else make_ex(-5, str(exc)))
+            return
+        reply = fut.result()
+        r = _reply_result(reply)
+        reconnect = lreq.is_watch and req.ops[0].watch[2] == O.CEPH_OSD_WATCH_OP_RECONNECT
+        if r < 0:
+            r = _normalize_watch_error(r) if reconnect else r
+            what = "reconnect" if reconnect else ("watch" if lreq.is_watch else "notify")
+            self._linger_error(lreq, make_ex(r, f"{what} {lreq.linger_id} on {req.oid} (osd.{req.osd})"))
+            return
+        lreq.watch_valid_thru = req.stamp or req.start
+        if not lreq.committed:
+            lreq.committed = True
+        if not lreq.is_watch:
+            out = reply.ops[0].outdata if reply.ops else b""
+            if len(out) >= 8:
+                lreq.notify_id = int.from_bytes(out[:8], "little")
+        if lreq.registered is not None and not lreq.registered.done():
+            lreq.registered.set_result(None)
+        self._linger_event(lreq, "reconnected" if reconnect else "committed",
+                           logging.INFO if reconnect else logging.DEBUG,
+                           detail=f"osd.{req.osd}" + ("" if lreq.is_watch else f" notify_id {lreq.notify_id}"))
+        if lreq.is_watch and lreq.ping_timer is None:
+            self._schedule_ping(lreq)
+
+    # pings
+    def _schedule_ping(self, lreq: LingerRequest) -> None:
+        if lreq.ping_timer is not None:
+            lreq.ping_timer.cancel()
+        # timeout 0: the OSD's osd_client_watch_timeout (30 s by default)
+        interval = min(self.ping_interval, max(0.01, (lreq.timeout or 30) / 2))
+        lreq.ping_timer = asyncio.get_running_loop().call_later(interval, self._ping_due, lreq)
+
+    def _ping_due(self, lreq: LingerRequest) -> None:
+        lreq.ping_timer = None
+        if lreq.canceled or self._closing or lreq.last_error is not None:
+            return
+        self._schedule_ping(lreq)
+        s = lreq.session
+        if not lreq.committed or s is None or s.con is None or s.state != "open" or self._linger_busy(lreq):
+            return
+        if self.osdmap.test_flag(CEPH_OSDMAP_PAUSERD):
+            return
+        self._send_ping(lreq)
+
+    def _send_ping(self, lreq: LingerRequest) -> None:
+        """WATCH_OP_PING with the current ``register_gen`` (kernel ``send_linger_ping``);
+        a ping is never resent: a fault or retarget drops it (the watch re-registers)."""
+        old = lreq.ping_req
+        if old is not None:
+            self._cancel_request(old)
+        t = lreq.t
+        try:
+            req = self._start_request(
+                t.pool, t.oid, [O.watch(lreq.linger_id, O.CEPH_OSD_WATCH_OP_PING, lreq.register_gen)],
+                write=True, nspace=t.nspace, key=t.key, snapc=lreq.snapc, linger=lreq, no_resend=True)
+        except Error as e:
+            if isinstance(e, Blocklisted):
+                self._linger_error(lreq, e)
+            return
+        lreq.ping_sent = req.start
+        lreq.ping_req = req
+        lreq.pings += 1
+        req.future.add_done_callback(lambda f, lreq=lreq, req=req: self._linger_ping_done(lreq, req, f))
+
+    def _linger_ping_done(self, lreq: LingerRequest, req: OSDRequest, fut: asyncio.Future) -> None:
+        if fut.cancelled() or lreq.canceled or req is not lreq.ping_req:
+            return
+        lreq.ping_req = None
+        self._forget(req)
+        exc = fut.exception()
+        if exc is not None:
+            if isinstance(exc, Blocklisted):
+                self._linger_error(lreq, exc)
+            return  # dropped by a fault/retarget: the re-registration takes over
+        if req.ops[0].watch[3] != lreq.register_gen:
+            return  # pong for an older registration
+        r = _reply_result(fut.result())
+        if r == 0:
+            lreq.watch_valid_thru = req.start
+            return
+        # ETIMEDOUT: the OSD's watch lost its connection; ENOTCONN: the watch is gone.
+        # Either way try a RECONNECT; if that fails, on_error.
+        self._linger_event(lreq, "ping_failed", logging.WARNING,
+                           detail=f"osd.{req.osd}: {_errno_name(r)}; re-registering")
+        if not self._linger_busy(lreq):
+            self._send_linger(lreq)
+
+    def _handle_watch_notify(self, s: OSDSession, m: MWatchNotify) -> None:
+        """MWatchNotify (kernel ``handle_watch_notify``): NOTIFY -> ``on_notify``;
+        DISCONNECT -> re-register; NOTIFY_COMPLETE -> finish that notify."""
+        lreq = self.lingers.get(m.cookie)
+        if lreq is None or lreq.canceled:
+            log.info("osd.%d: watch-notify opcode %d for unknown cookie %d (notify_id %d); ignored",
+                     s.osd, m.opcode, m.cookie, m.notify_id,
+                     extra={"event": "linger_unknown_cookie", "cookie": m.cookie, "opcode": m.opcode})
+            return
+        if m.opcode == CEPH_WATCH_EVENT_DISCONNECT:
+            self._linger_event(lreq, "disconnect", logging.WARNING, detail=f"from osd.{s.osd}")
+            if lreq.is_watch and lreq.committed and lreq.last_error is None and not self._linger_busy(lreq):
+                self._send_linger(lreq)
+        elif not lreq.is_watch:
+            if m.opcode != CEPH_WATCH_EVENT_NOTIFY_COMPLETE:
+                return
+            if lreq.notify_id and lreq.notify_id != m.notify_id:
+                log.debug("notify %d: completion of notify_id %d != %d; ignored",
+                          lreq.linger_id, m.notify_id, lreq.notify_id)
+            elif lreq.finished is not None and not lreq.finished.done():
+                self._linger_event(lreq, "notify_complete", logging.DEBUG,
+                                   detail=f"notify_id {m.notify_id} rc {m.return_code}")
+                lreq.finished.set_result((m.return_code, m.data))
+        elif m.opcode == CEPH_WATCH_EVENT_NOTIFY:
+            self._linger_event(lreq, "notify", logging.DEBUG,
+                               detail=f"notify_id {m.notify_id} from client.{m.notifier_gid}, "
+                                      f"{len(m.payload)} bytes")
+            if lreq.on_notify is None:
+                return
+            try:
+                lreq.on_notify(m.notify_id, m.cookie, m.notifier_gid, m.payload)
+            except Exception:
+                log.exception("watch %d: on_notify callback failed", lreq.linger_id)
+
+    def _linger_error(self, lreq: LingerRequest, exc: Error) -> None:
+        """The linger failed for good: ``on_error`` for a committed watch, else the
+        waiting watch()/notify() call raises ``exc``."""
+        if lreq.canceled or lreq.last_error is not None:
+            return
+        lreq.last_error = exc
+        if lreq.ping_timer is not None:
+            lreq.ping_timer.cancel()
+            lreq.ping_timer = None
+        for r in (lreq.reg_req, lreq.ping_req):
+            if r is not None:
+                self._cancel_request(r)
+        lreq.reg_req = lreq.ping_req = None
+        self._linger_event(lreq, "error", logging.ERROR if lreq.committed else logging.INFO, detail=str(exc))
+        if lreq.is_watch and lreq.committed:
+            if lreq.on_error is not None:
+                try:
+                    lreq.on_error(lreq.linger_id, exc)
+                except Exception:
+                    log.exception("watch %d: on_error callback failed", lreq.linger_id)
+            return
+        for fut in (lreq.registered, lreq.finished):
+            if fut is not None and not fut.done():
+                fut.set_exception(exc)
+                break
+
+    def _linger_cancel(self, lreq: LingerRequest, exc: Error | None = None) -> None:
+        """Forget the linger (kernel ``linger_cancel``): no more pings or re-registration."""
+        if lreq.canceled:
+            return
+        lreq.canceled = True
+        if self.lingers.get(lreq.linger_id) is lreq:
+            del self.lingers[lreq.linger_id]
+        self._linger_link(lreq, None)
+        if lreq.ping_timer is not None:
+            lreq.ping_timer.cancel()
+            lreq.ping_timer = None
+        for r in (lreq.reg_req, lreq.ping_req):
+            if r is not None:
+                self._cancel_request(r)
+        lreq.reg_req = lreq.ping_req = None
+        for fut in (lreq.registered, lreq.finished):
+            if fut is not None and not fut.done():
+                if exc is not None:
+                    fut.set_exception(exc)
+                    exc = None  # the caller waits on the first pending one only
+                else:
+                    fut.cancel()
+
+    def _cancel_request(self, req: OSDRequest) -> None:
+        self._forget(req)
+        if req.future is not None and not req.future.done():
+            req.future.cancel()
+
+    def _drop_request(self, req: OSDRequest, why: str) -> None:
+        self._forget(req)
+        if req.future is not None and not req.future.done():
+            req.future.set_exception(ConnectionShutdown(f"tid {req.tid} dropped: {why}"))
+
+    async def _wait_registered(self, lreq: LingerRequest, what: str) -> None:
+        t = self.request_timeout
+        try:
+            if t and t > 0:
+                await asyncio.wait_for(asyncio.shield(lreq.registered), t)
+            else:
+                await lreq.registered
+        except asyncio.TimeoutError:
+            raise TimedOut(f"{what} {lreq.linger_id} on {lreq.t.oid}: no reply within {t:g}s") from None
+
+    async def watch(self, pool: int, oid: str, on_notify, on_error, *, timeout: float = 30,
+                    nspace: str = "", key: str = "", snapc: tuple[int, list[int]] | None = None) -> int:
+        """Register a watch on ``oid`` (CEPH_OSD_OP_WATCH, WATCH_OP_WATCH) and return its
+        cookie once the OSD committed it.  ``timeout`` seconds: the OSD drops the watch
+        when it hears no ping for that long (0 = the OSD's osd_client_watch_timeout).
+
+        ``on_notify(notify_id, cookie, notifier_gid, payload)`` runs on the event loop for
+        each notify; ``on_error(cookie, exc)`` once, when the watch is lost for good (a
+        re-registration failed: ENOTCONN, Blocklisted ...).  Session resets, primary or
+        interval changes and DISCONNECT events re-register with WATCH_OP_RECONNECT.
+        Raises the registration's error (ObjectNotFound, Blocklisted, TimedOut ...).
+        """
+        tmo = max(0, int(-(-timeout // 1))) if timeout else 0
+        lreq = self._new_linger(pool, oid, is_watch=True, nspace=nspace, key=key, timeout=tmo,
+                                snapc=snapc, on_notify=on_notify, on_error=on_error)
+        self._linger_submit(lreq)
+        try:
+            await self._wait_registered(lreq, "watch")
+        except BaseException:
+            self._linger_cancel(lreq)
+            raise
+        self._linger_event(lreq, "watch_registered", detail=f"osd.{lreq.t.osd}")
+        return lreq.linger_id
+
+    def _get_linger(self, cookie: int) -> LingerRequest:
+        lreq = self.lingers.get(cookie)
+        if lreq is None or not lreq.is_watch:
+            raise make_ex(-_ENOTCONN, f"no watch with cookie {cookie}")
+        return lreq
+
+    async def unwatch(self, cookie: int) -> None:
+        """Stop pinging/re-registering and remove the watch (WATCH_OP_UNWATCH, as
+        ``ceph_osdc_unwatch``).  A watch already gone on the OSD (ENOENT/ENOTCONN) is not
+        an error.  Raises NotConnected for an unknown cookie, Blocklisted ..."""
+        lreq = self._get_linger(cookie)
+        self._linger_cancel(lreq)
+        self._linger_event(lreq, "unwatch")
+        t = lreq.t
+        reply = await self.submit(t.pool, t.oid, [O.watch(cookie, O.CEPH_OSD_WATCH_OP_UNWATCH)],
+                                  write=True, nspace=t.nspace, key=t.key, snapc=lreq.snapc)
+        r = _reply_result(reply)
+        if r < 0 and r not in (-_ENOENT, -_ENOTCONN):
+            raise make_ex(r, f"unwatch {cookie} on {t.oid}")
+
+    def watch_check(self, cookie: int) -> float:
+        """Seconds since the last ping (or registration) the OSD acknowledged
+        (``rados_watch_check``).  Raises the watch's error if it is lost, NotConnected
+        for an unknown cookie."""
+        lreq = self._get_linger(cookie)
+        if lreq.last_error is not None:
+            raise lreq.last_error
+        return max(0.0, self._now() - lreq.watch_valid_thru)
+
+    async def notify(self, pool: int, oid: str, payload: bytes = b"", timeout: float = 5.0, *,
+                     nspace: str = "", key: str = "") -> tuple[dict[tuple[int, int], bytes], list[tuple[int, int]]]:
+        """Notify every watcher of ``oid`` and wait for NOTIFY_COMPLETE (``ceph_osdc_notify``).
+
+        ``timeout`` seconds (rounded up; the OSD gives up on silent watchers after it).
+        Returns ``(acks, timeouts)``: ``{(notifier gid, cookie): reply payload}`` and
+        ``[(gid, cookie)]`` of watchers that did not ack (the OSD's -ETIMEDOUT is not
+        raised: the timeouts list says it).  Raises ObjectNotFound, Blocklisted,
+        TimedOut (no completion within 2 x timeout, as the kernel) ...
+        """
+        tmo = max(1, int(-(-timeout // 1)))
+        lreq = self._new_linger(pool, oid, is_watch=False, nspace=nspace, key=key, timeout=tmo,
+                                payload=bytes(payload))
+        lreq.finished = asyncio.get_running_loop().create_future()
+        lreq.finished.add_done_callback(_consume)
+        self._linger_submit(lreq)
+        try:
+            await self._wait_registered(lreq, "notify")
+            try:
+                rc, data = await asyncio.wait_for(asyncio.shield(lreq.finished), 2 * tmo)
+            except asyncio.TimeoutError:
+                raise TimedOut(f"notify on {oid}: no completion within {2 * tmo}s") from None
+        finally:
+            self._linger_cancel(lreq)
+        if rc < 0 and rc != -_ETIMEDOUT:
+            raise make_ex(rc, f"notify on {oid}")
+        return O.decode_notify_response(data)
+
     def _forget(self, req: OSDRequest) -> None:
         self.requests.pop(req.tid, None)
         self._link(req, None)
@@ -499,6 +1043,8 @@ class OSDClient:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        for lreq in list(self.lingers.values()):
+            self._linger_cancel(lreq, make_ex(-108, "client shut down"))
         for req in list(self.requests.values()):
             if req.future is not None and not req.future.done():
                 req.future.set_exception(make_ex(-108, "client shut down"))
@@ -516,6 +1062,7 @@ class OSDClient:
             "osdmap_epoch": m.epoch if m is not None else None,
             "osdmap_flags": m.flag_string if m is not None else None,
             "requests": len(reqs),
+            "lingers": len(self.lingers),
             "homeless": sum(1 for r in reqs if r.session is None and not r.paused),
             "paused": sum(1 for r in reqs if r.paused),
             "resends": self.resends,
@@ -529,6 +1076,9 @@ class OSDClient:
             # OSDs push newer maps to a client that sent an old epoch; apply them at once
             # (as the kernel's osd dispatch does) instead of waiting for the monitor.
             self.monc.handle_osdmap_message(MOSDMap.from_message(msg), source=f"osd.{s.osd}")
+            return
+        if msg.type == MWatchNotify.MSG_TYPE:
+            self._handle_watch_notify(s, MWatchNotify.from_message(msg))
             return
         if msg.type != MOSDOpReply.MSG_TYPE:
             log.debug("osd.%d: ignoring message type %d", s.osd, msg.type)
@@ -565,6 +1115,8 @@ class OSDClient:
         for req in list(self.requests.values()):
             if req.future is not None and not req.future.done():
                 req.future.set_exception(Blocklisted(str(exc)))
+        for lreq in list(self.lingers.values()):
+            self._linger_error(lreq, Blocklisted(str(exc)))
 
     def _check_blocklist(self, m: OSDMap) -> None:
         """Our address (this nonce, or the whole IP) in the osdmap blocklist.  CIDR range
@@ -611,6 +1163,17 @@ class OSDClient:
                 changed = True  # a full OSD drops writes without a reply
             if changed:
                 need[req.tid] = req
+        relink: dict[int, LingerRequest] = {}
+        for lreq in list(self.lingers.values()):
+            if lreq.canceled:
+                continue
+            try:
+                changed = self._linger_calc_target(lreq)
+            except PoolNotFound as e:
+                self._linger_error(lreq, e)
+                continue
+            if changed or skipped:
+                relink[lreq.linger_id] = lreq
         for osd, s in list(self.sessions.items()):
             if not m.is_up(osd) or m.get_addrs(osd).get(ADDR_TYPE_MSGR2) != s.addr:
                 log.info("osd.%d %s: %s in osdmap epoch %d; closing its session", osd, s.addr,
@@ -618,10 +1181,16 @@ class OSDClient:
                 for req in list(s.requests.values()):
                     need[req.tid] = req
                     self._link(req, None)
+                for lreq in list(s.lingers.values()):
+                    relink[lreq.linger_id] = lreq
+                    self._linger_link(lreq, None)
                 self._close_session(s)
         for tid in sorted(need):
             req = need[tid]
             if req.future is None or req.future.done():
+                continue
+            if req.no_resend and req.attempts:
+                self._drop_request(req, f"retargeted in osdmap epoch {m.epoch}")
                 continue
             try:
                 self._send(req)
@@ -630,6 +1199,11 @@ class OSDClient:
                 self._link(req, None)
         if skipped and need:
             log.info("osdmap %d -> %d skipped epochs: resent %d requests", prev, m.epoch, len(need))
+        for lid in sorted(relink):
+            lreq = relink[lid]
+            if lreq.canceled or lreq.last_error is not None:
+                continue
+            self._linger_retarget(lreq, f"osdmap epoch {m.epoch}")
 
     def _close_session(self, s: OSDSession) -> None:
         if self.sessions.get(s.osd) is s:
@@ -646,6 +1220,9 @@ class OSDClient:
         for tid in sorted(s.requests):
             req = s.requests.get(tid)
             if req is None or req.sent_con is s.con or req.future is None or req.future.done():
+                continue
+            if req.no_resend and req.attempts:
+                self._drop_request(req, "session reconnected")
                 continue
             self._transmit(s, req)
 
@@ -684,15 +1261,17 @@ class OSDClient:
             s.ticket_renewed = True
             self.monc.auth.invalidate_ticket(ENTITY_TYPE_OSD)
             self.monc.renew_tickets()
-        if not s.requests:
+        for req in [r for r in s.requests.values() if r.no_resend]:
+            self._drop_request(req, f"osd.{s.osd} session fault")
+        if not s.requests and not s.lingers:
             log.info("osd.%d %s: fault with no requests (%s); closing session", s.osd, s.addr, exc)
             self._close_session(s)
             return
         s.backoff = self.backoff_min if s.backoff == 0 else min(2 * s.backoff, self.backoff_max)
         delay = s.backoff * random.uniform(0.5, 1.5)
         s.state = "backoff"
-        log.warning("osd.%d %s: fault #%d (%s); %d requests wait, reconnecting in %.2fs",
-                    s.osd, s.addr, s.faults, s.last_fault, len(s.requests), delay)
+        log.warning("osd.%d %s: fault #%d (%s); %d requests and %d watches wait, reconnecting in %.2fs",
+                    s.osd, s.addr, s.faults, s.last_fault, len(s.requests), len(s.lingers), delay)
         s._retry = s.loop.call_later(delay, self._reopen, s)
         # The OSD may be down or have moved: a newer map tells us where to go.
         self._want_map()
@@ -701,7 +1280,7 @@ class OSDClient:
         s._retry = None
         if s.closed or self._closing or s.con is not None:
             return
-        if not s.requests:
+        if not s.requests and not s.lingers:
             self._close_session(s)
             return
         s.open()
@@ -734,14 +1313,16 @@ class OSDClient:
         want_map = False
         for s in list(self.sessions.values()):
             con = s.con
-            if s.requests:
+            if s.requests or s.lingers:
                 s.last_used = now
                 if con is None or con.state is not State.READY:
                     continue
-                if not any(r.sent_con is con and r.stamp <= laggy_cut for r in s.requests.values()):
+                # A session serving a watch is probed on every tick (kernel handle_timeout).
+                laggy = any(r.sent_con is con and r.stamp <= laggy_cut for r in s.requests.values())
+                if not laggy and not s.lingers:
                     s.ka_pending_since = None
                     continue
-                want_map = True
+                want_map = want_map or laggy
                 seen = max(t for t in (con.last_rx_at, con.connected_at, 0.0) if t is not None)
                 if s.ka_pending_since is None or seen >= s.ka_pending_since:
                     s.ka_pending_since = now  # a new round: it was alive since the last one
@@ -756,7 +1337,8 @@ class OSDClient:
                 log.info("osd.%d %s: idle for %.0fs (osd_idle_ttl); closing session",
                          s.osd, s.addr, now - s.last_used)
                 self._close_session(s)
-        if want_map or any(r.session is None for r in self.requests.values()):
+        if want_map or any(r.session is None for r in self.requests.values()) or any(
+                lr.session is None and not lr.canceled and lr.last_error is None for lr in self.lingers.values()):
             self._want_map()
 
     def _want_map(self, onetime: bool = True) -> None:

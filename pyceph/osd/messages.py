@@ -522,11 +522,15 @@ class MOSDBackoff:
 # -- MWatchNotify --------------------------------------------------------------------
 @dataclass
 class MWatchNotify:
-    """``MWatchNotify`` (type 44): a notify (or disconnect) event for a watch ``cookie``.
+    """``MWatchNotify`` (type 44): a notify, disconnect or notify-complete event for the
+    watch (or notify) ``cookie``.
 
     Front: ``u8 proto_ver(1), u8 opcode, u64 cookie, u64 ver, u64 notify_id,
-    bufferlist payload, s32 return_code (v2+), u64 notifier_gid (v3+)``.
-    ``opcode`` is CEPH_WATCH_EVENT_*.
+    bufferlist payload, s32 return_code (v2+), u64 notifier_gid (v3+)``.  ``opcode`` is
+    CEPH_WATCH_EVENT_*.  ``data`` is the message's data section: for NOTIFY_COMPLETE the
+    OSD puts the encoded acks and timeouts there (``Notify::maybe_complete_notify`` in
+    ``src/osd/Watch.cc``; decode with :func:`pyceph.osd.ops.decode_notify_response`),
+    and ``return_code`` is -ETIMEDOUT when some watcher did not ack in time.
     """
 
     MSG_TYPE = CEPH_MSG_WATCH_NOTIFY
@@ -540,15 +544,17 @@ class MWatchNotify:
     ver: int = 0
     return_code: int = 0
     notifier_gid: int = 0
+    data: bytes = b""
 
     def to_message(self, features: int) -> Message:
         e = Encoder().u8(1).u8(self.opcode).u64(self.cookie).u64(self.ver).u64(self.notify_id)
         e.blob(self.payload).s32(self.return_code).u64(self.notifier_gid)
-        return Message(type=self.MSG_TYPE, front=e.bytes(), version=self.HEAD_VERSION,
+        return Message(type=self.MSG_TYPE, front=e.bytes(), data=self.data, version=self.HEAD_VERSION,
                        compat_version=self.COMPAT_VERSION)
 
     @classmethod
     def from_message(cls, msg: Message) -> "MWatchNotify":
+        """Decode v1..v3 (kernel ``handle_watch_notify``).  Raises DecodeError."""
         d = Decoder(msg.front)
         proto = d.u8()
         opcode = d.u8()
@@ -558,7 +564,7 @@ class MWatchNotify:
         payload = d.blob() if proto >= 1 else b""
         rc = d.s32() if msg.version >= 2 else 0
         gid = d.u64() if msg.version >= 3 else 0
-        return cls(opcode, cookie, notify_id, payload, ver, rc, gid)
+        return cls(opcode, cookie, notify_id, payload, ver, rc, gid, bytes(msg.data))
 
 
 def _osd_messages() -> dict[int, type]:

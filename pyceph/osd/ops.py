@@ -576,3 +576,127 @@ def decode_list_watchers(outdata: bytes) -> list[WatchItem]:
     d = Decoder(outdata)
     with d.start("obj_list_watch_response_t", 1):
         return d.list(WatchItem.decode, 6)
+
+
+# -- watch/notify, snapshots ------------------------------------------------------------
+_U64_UNION = struct.Struct("<Q")
+
+#: NOTIFY protocol version librados and the kernel send
+NOTIFY_PROT_VER = 1
+
+
+def notify(cookie: int, payload: bytes = b"", timeout: int = 0, prot_ver: int = NOTIFY_PROT_VER) -> OSDOp:
+    """NOTIFY: the union carries ``u64 cookie`` (the notifier's linger id, echoed in the
+    NOTIFY_COMPLETE event); indata is ``u32 prot_ver, u32 timeout (s, 0 = OSD default),
+    bufferlist payload`` (Objecter.h ``ObjectOperation::notify``, kernel
+    ``osd_req_op_notify_init``).  The reply's outdata is ``u64 notify_id``."""
+    indata = Encoder().u32(prot_ver).u32(timeout).blob(payload).bytes()
+    return OSDOp(CEPH_OSD_OP_NOTIFY, 0, _union(_U64_UNION, cookie), indata)
+
+
+def decode_notify_id(outdata: bytes) -> int:
+    """NOTIFY outdata -> ``notify_id`` (u64).  Raises DecodeError."""
+    return Decoder(outdata).u64()
+
+
+def _decode_gid_cookie(d: Decoder) -> tuple[int, int]:
+    return d.u64(), d.u64()
+
+
+def decode_notify_response(data: bytes) -> tuple[dict[tuple[int, int], bytes], list[tuple[int, int]]]:
+    """NOTIFY_COMPLETE data -> ``(acks, timeouts)``.
+
+    ``map<pair<u64 gid, u64 cookie>, bufferlist> acks`` then ``vector<pair<u64 gid, u64
+    cookie>> missed`` (``Notify::maybe_complete_notify``, src/osd/Watch.cc; librados
+    ``decode_notify_response``).  An empty buffer is "no watchers".  Raises DecodeError.
+    """
+    if not data:
+        return {}, []
+    d = Decoder(data)
+    n = d.count(20)
+    acks: dict[tuple[int, int], bytes] = {}
+    for _ in range(n):
+        k = _decode_gid_cookie(d)
+        acks[k] = d.blob()
+    timeouts = d.list(_decode_gid_cookie, 16) if not d.eof() else []
+    return acks, timeouts
+
+
+def encode_notify_response(acks: dict[tuple[int, int], bytes], timeouts: list[tuple[int, int]]) -> bytes:
+    """The OSD's NOTIFY_COMPLETE data for ``acks``/``timeouts`` (for tests and fakes)."""
+    e = Encoder().u32(len(acks))
+    for (gid, cookie) in sorted(acks):
+        e.u64(gid).u64(cookie).blob(acks[(gid, cookie)])
+    e.u32(len(timeouts))
+    for gid, cookie in timeouts:
+        e.u64(gid).u64(cookie)
+    return e.bytes()
+
+
+def rollback(snapid: int) -> OSDOp:
+    """ROLLBACK the object to its state at ``snapid`` (union ``u64 snapid``; a write:
+    send it with the current snap context).  ``ObjectOperation::rollback``."""
+    return OSDOp(CEPH_OSD_OP_ROLLBACK, 0, _union(_U64_UNION, snapid))
+
+
+def list_snaps() -> OSDOp:
+    """LIST_SNAPS (read it with snapid CEPH_SNAPDIR); decode with :func:`decode_list_snaps`."""
+    return OSDOp(CEPH_OSD_OP_LIST_SNAPS)
+
+
+@dataclass(frozen=True)
+class CloneInfo:
+    """``clone_info`` (osd_types.h): one clone of an object (``cloneid`` CEPH_NOSNAP is
+    the head).  ``snaps`` ascending; ``overlap`` = ``[(offset, length)]`` bytes the clone
+    shares with the next newer clone/head; ``size`` bytes."""
+
+    cloneid: int
+    snaps: tuple[int, ...]
+    overlap: tuple[tuple[int, int], ...]
+    size: int
+
+    @classmethod
+    def decode(cls, d: Decoder) -> "CloneInfo":
+        with d.start("clone_info", 1):
+            cloneid = d.u64()
+            snaps = tuple(d.list(Decoder.u64, 8))
+            overlap = tuple(d.list(lambda x: (x.u64(), x.u64()), 16))
+            size = d.u64()
+        return cls(cloneid, snaps, overlap, size)
+
+    def encode(self, e: Encoder) -> Encoder:
+        with e.start(1, 1):
+            e.u64(self.cloneid).list(self.snaps, Encoder.u64)
+            e.u32(len(self.overlap))
+            for off, ln in self.overlap:
+                e.u64(off).u64(ln)
+            e.u64(self.size)
+        return e
+
+
+@dataclass(frozen=True)
+class SnapSet:
+    """``obj_list_snap_response_t`` (osd_types.h; librados ``snap_set_t``): the clones
+    ascending (the head, if it exists, last with cloneid CEPH_NOSNAP) and ``seq``, the
+    newest snap id the object has seen."""
+
+    clones: tuple[CloneInfo, ...]
+    seq: int
+
+    @classmethod
+    def decode(cls, d: Decoder) -> "SnapSet":
+        with d.start("obj_list_snap_response_t", 2) as v:
+            clones = tuple(d.list(CloneInfo.decode, 6))
+            seq = d.u64() if v >= 2 else CEPH_NOSNAP
+        return cls(clones, seq)
+
+    def encode(self, e: Encoder) -> Encoder:
+        with e.start(2, 1):
+            e.list(self.clones, lambda enc, c: c.encode(enc))
+            e.u64(self.seq)
+        return e
+
+
+def decode_list_snaps(outdata: bytes) -> SnapSet:
+    """LIST_SNAPS outdata -> :class:`SnapSet`.  Raises DecodeError."""
+    return SnapSet.decode(Decoder(outdata))

@@ -725,9 +725,10 @@ class OSDMap:
             self.cluster_snapshot = ""
             self.cluster_snapshot_epoch = 0
 
-        if inc.new_require_min_compat_client > 0:
+        # 0 (unknown) and 0xff (the int8 -1 of older encoders) both mean "unchanged".
+        if 0 < inc.new_require_min_compat_client < 0xFF:
             self.require_min_compat_client = inc.new_require_min_compat_client
-        if inc.new_require_osd_release > 0:
+        if 0 < inc.new_require_osd_release < 0xFF:
             self.require_osd_release = inc.new_require_osd_release
             if self.require_osd_release >= CEPH_RELEASE_LUMINOUS:
                 self.flags &= ~CEPH_OSDMAP_LEGACY_REQUIRE_FLAGS

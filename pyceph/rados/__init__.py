@@ -22,7 +22,9 @@ from ..errors import (
     PoolNotFound,
     make_ex,
 )
+from ..encoding import Decoder
 from ..mon.client import MonClient
+from ..mon.messages import POOL_OP_CREATE_UNMANAGED_SNAP, POOL_OP_DELETE_UNMANAGED_SNAP
 from ..osd import ops as O
 from ..osd.client import CEPH_NOSNAP, OSDClient
 
@@ -106,6 +108,56 @@ class AsyncRados:
     async def mon_command(self, cmd: dict | str, inbuf: bytes = b"", timeout: float = 30.0) -> tuple[int, bytes, str]:
         """``(ret, outbuf, outs)`` like ``rados.Rados.mon_command``."""
         return await self.monc.command(cmd, inbuf, timeout)
+
+    def get_instance_id(self) -> int:
+        """Our global_id (``rados_get_instance_id``): the ``N`` of ``client.N`` that OSDs
+        report as a watcher's name and notifier gid."""
+        return self.monc.global_id
+
+    def get_addrs(self) -> str:
+        """Our messenger address as ``"IP:PORT/NONCE"`` (e.g. ``10.0.0.5:0/2793118331``).
+
+        This is the form the OSD reports for our watches (``list_watchers`` ->
+        ``WatchItem.addr``, ``rados listwatchers``'s ``watcher=``, rbd's locker address)
+        and the form ``osd blocklist add`` takes; the type prefix (``any:``/``v2:``) is
+        left out because blocklist entries are always of type ANY (OSDMonitor)."""
+        a = self.monc.client_addr
+        if a is None:
+            raise make_ex(-107, "not connected")
+        return format_addr(a)
+
+    async def blocklist_add(self, addr: str, expire_s: float | None = None, timeout: float = 30.0) -> None:
+        """Blocklist a client address (``osd blocklist add ADDR [EXPIRE]``, as librados
+        ``blocklist_add``); returns once our OSDMap has the epoch that holds the entry.
+        ``addr`` is ``IP:PORT/NONCE`` (a ``v2:``/``v1:``/``any:`` prefix is dropped);
+        ``expire_s`` seconds (None = the monitor's default, 1 h).  Raises the command's
+        typed error (InvalidArgumentError for a bad address ...)."""
+        a = strip_addr_type(addr)
+        cmd: dict[str, Any] = {"prefix": "osd blocklist", "blocklistop": "add", "addr": a}
+        if expire_s is not None:
+            cmd["expire"] = float(expire_s)
+        ret, _, outs = await self.monc.command(cmd, b"", timeout)
+        if ret < 0:
+            raise make_ex(ret, f"osd blocklist add {a}: {outs}")
+        await self.monc.wait_for_latest_osdmap(timeout)
+
+
+def format_addr(a) -> str:
+    """``EntityAddr`` -> ``"IP:PORT/NONCE"`` (IPv6 in brackets), the address form of
+    ``rados listwatchers`` and ``osd blocklist``."""
+    host = f"[{a.ip}]" if ":" in a.ip else a.ip
+    return f"{host}:{a.port}/{a.nonce}"
+
+
+def strip_addr_type(addr: str) -> str:
+    """``"v2:1.2.3.4:0/5"`` / ``"any:..."`` / ``"[v2:...]"`` -> ``"1.2.3.4:0/5"``."""
+    a = addr.strip()
+    if a.startswith("[") and a.endswith("]") and "," not in a:
+        a = a[1:-1]
+    for pre in ("v1:", "v2:", "any:"):
+        if a.startswith(pre):
+            return a[len(pre):]
+    return a
 
 
 class AsyncIoctx:
@@ -205,6 +257,91 @@ class AsyncIoctx:
 
     async def remove_omap_keys(self, oid: str, keys) -> None:
         await self._op(oid, [O.omap_rm_keys(keys)], write=True)
+
+    # -- watch / notify (librados watch2/notify2) -------------------------------------
+    @property
+    def _osdc(self) -> OSDClient:
+        osdc = self.rados.osdc
+        if osdc is None:
+            raise make_ex(-107, "not connected")
+        return osdc
+
+    async def watch(self, oid: str, on_notify, on_error, timeout: int = 30) -> int:
+        """Watch ``oid``; returns the watch cookie (handle).
+
+        ``on_notify(notify_id, cookie, notifier_gid, payload)`` is called on the event loop
+        for each notify (answer it with :meth:`notify_ack`); ``on_error(cookie, exc)`` once
+        when the watch is lost for good.  Reconnects and primary changes re-register the
+        watch inside the OSDClient.  ``timeout`` seconds without a ping before the OSD
+        drops the watch.  Raises ObjectNotFound if ``oid`` does not exist, Blocklisted ...
+        """
+        return await self._osdc.watch(self.pool_id, oid, on_notify, on_error, timeout=timeout,
+                                      nspace=self.namespace, key=self.locator_key)
+
+    async def unwatch(self, cookie: int) -> None:
+        """Remove the watch ``cookie`` (WATCH_OP_UNWATCH).  Raises NotConnected if unknown."""
+        await self._osdc.unwatch(cookie)
+
+    async def watch_check(self, cookie: int) -> float:
+        """Seconds since the OSD last confirmed the watch (``rados_watch_check``); raises
+        the watch's error if it is lost (NotConnected, Blocklisted ...)."""
+        return self._osdc.watch_check(cookie)
+
+    async def notify(self, oid: str, payload: bytes = b"", timeout_ms: int = 5000
+                     ) -> tuple[dict[tuple[int, int], bytes], list[tuple[int, int]]]:
+        """Notify the watchers of ``oid``; returns ``(acks, timeouts)``:
+        ``{(notifier gid, cookie): reply payload}`` and ``[(gid, cookie)]`` that did not
+        ack within ``timeout_ms`` (rounded up to whole seconds on the wire).  Watchers
+        timing out are not an error.  Raises ObjectNotFound, TimedOut, Blocklisted ..."""
+        return await self._osdc.notify(self.pool_id, oid, payload, max(1, timeout_ms) / 1000.0,
+                                       nspace=self.namespace, key=self.locator_key)
+
+    async def notify_ack(self, oid: str, notify_id: int, cookie: int, payload: bytes = b"") -> None:
+        """Acknowledge notify ``notify_id`` received by watch ``cookie`` with ``payload``."""
+        await self._op(oid, [O.notify_ack(notify_id, cookie, payload)], write=False)
+
+    async def list_watchers(self, oid: str) -> list[O.WatchItem]:
+        """The watchers of ``oid`` (``WatchItem``: name ``client.N``, cookie,
+        timeout_seconds, addr; ``format_addr(item.addr)`` is the blocklist form)."""
+        reply = await self._op(oid, [O.list_watchers()], write=False)
+        return O.decode_list_watchers(reply.ops[0].outdata)
+
+    # -- self-managed snapshots ---------------------------------------------------------
+    async def selfmanaged_snap_create(self, timeout: float = 30.0) -> int:
+        """Allocate a self-managed snap id in this pool (MPoolOp
+        POOL_OP_CREATE_UNMANAGED_SNAP); returns once our OSDMap holds the epoch of the
+        change, as Objecter.  Raises the monitor's typed error (e.g. InvalidArgumentError
+        for a pool in pool-snaps mode)."""
+        monc = self.rados.monc
+        code, epoch, data = await monc.pool_op(self.pool_id, POOL_OP_CREATE_UNMANAGED_SNAP, timeout=timeout)
+        if code < 0:
+            raise make_ex(code, f"create self-managed snap in pool {self.pool_name}")
+        snap_id = Decoder(data).u64()
+        await monc.wait_for_osdmap(epoch, timeout or None)
+        return snap_id
+
+    async def selfmanaged_snap_remove(self, snap_id: int, timeout: float = 30.0) -> None:
+        """Release self-managed snap ``snap_id`` (POOL_OP_DELETE_UNMANAGED_SNAP; the OSDs
+        trim its clones in the background); waits for the epoch like create."""
+        monc = self.rados.monc
+        code, epoch, _ = await monc.pool_op(self.pool_id, POOL_OP_DELETE_UNMANAGED_SNAP, snapid=snap_id,
+                                            timeout=timeout)
+        if code < 0:
+            raise make_ex(code, f"remove self-managed snap {snap_id} in pool {self.pool_name}")
+        await monc.wait_for_osdmap(epoch, timeout or None)
+
+    async def rollback(self, oid: str, snap_id: int, snapc=None) -> None:
+        """Roll ``oid`` back to its state at self-managed snap ``snap_id``
+        (CEPH_OSD_OP_ROLLBACK, a write carrying ``snapc`` = ``(seq, [snaps newest first])``
+        so the current state is cloned first if needed)."""
+        await self._op(oid, [O.rollback(snap_id)], write=True, snapc=snapc)
+
+    async def list_snaps(self, oid: str) -> O.SnapSet:
+        """CEPH_OSD_OP_LIST_SNAPS read at CEPH_SNAPDIR: the object's clones (cloneid,
+        snaps, overlap, size; the head last as CEPH_NOSNAP) and seq.  Raises ObjectNotFound
+        when neither the head nor any clone exists."""
+        reply = await self._op(oid, [O.list_snaps()], write=False, snapid=O.CEPH_SNAPDIR)
+        return O.decode_list_snaps(reply.ops[0].outdata)
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,6 +452,16 @@ class Rados:
         ret, out, outs = self._run(self.core.mon_command(cmd, inbuf, float(timeout or 30)))
         return ret, out, outs
 
+    def get_instance_id(self) -> int:
+        return self.core.get_instance_id()
+
+    def get_addrs(self) -> str:
+        return self.core.get_addrs()
+
+    def blocklist_add(self, client_address: str, expire_seconds: float = 0) -> None:
+        """python-rados ``blocklist_add`` (0 = the monitor's default expiry)."""
+        self._run(self.core.blocklist_add(client_address, expire_seconds or None))
+
     def get_cluster_stats(self) -> dict:
         ret, out, outs = self.mon_command(json.dumps({"prefix": "df", "format": "json"}))
         if ret < 0:
@@ -404,3 +551,46 @@ class Ioctx:
 
     def set_omap(self, oid: str, keys, values) -> None:
         self._run(self.core.set_omap(oid, dict(zip(keys, values))))
+
+    # -- watch/notify and self-managed snapshots (python-rados names where it has them) --
+    def watch(self, oid: str, callback, error_callback=None, timeout: int = 30) -> int:
+        """Watch ``oid``; ``callback(notify_id, cookie, notifier_gid, payload)`` and
+        ``error_callback(cookie, exc)`` run on the client's loop thread.  Returns the cookie."""
+        return self._run(self.core.watch(oid, callback, error_callback, timeout))
+
+    def unwatch(self, cookie: int) -> None:
+        self._run(self.core.unwatch(cookie))
+
+    def watch_check(self, cookie: int) -> float:
+        return self._run(self.core.watch_check(cookie))
+
+    def notify(self, oid: str, msg: bytes | str = b"", timeout_ms: int = 5000):
+        """Notify the watchers of ``oid``; returns ``(acks, timeouts)`` (see AsyncIoctx.notify)."""
+        if isinstance(msg, str):
+            msg = msg.encode()
+        return self._run(self.core.notify(oid, msg, timeout_ms))
+
+    def notify_ack(self, oid: str, notify_id: int, cookie: int, payload: bytes = b"") -> None:
+        self._run(self.core.notify_ack(oid, notify_id, cookie, payload))
+
+    def list_watchers(self, oid: str):
+        return self._run(self.core.list_watchers(oid))
+
+    def selfmanaged_snap_create(self) -> int:
+        return self._run(self.core.selfmanaged_snap_create())
+
+    def selfmanaged_snap_remove(self, snap_id: int) -> None:
+        self._run(self.core.selfmanaged_snap_remove(snap_id))
+
+    # python-rados spellings
+    create_self_managed_snap = selfmanaged_snap_create
+    remove_self_managed_snap = selfmanaged_snap_remove
+
+    def rollback(self, oid: str, snap_id: int, snapc=None) -> None:
+        self._run(self.core.rollback(oid, snap_id, snapc))
+
+    def rollback_self_managed_snap(self, key: str, snap_id: int, snapc=None) -> None:
+        self._run(self.core.rollback(key, snap_id, snapc))
+
+    def list_snaps(self, oid: str):
+        return self._run(self.core.list_snaps(oid))

@@ -22,7 +22,7 @@ Errors are the typed ones of :mod:`pyceph.errors` with python-rbd's names
 from __future__ import annotations
 
 import errno
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import FeatureNotSupported, FunctionNotSupported, InvalidArgumentError, IOError as _IOError
 from .image import AsyncImage, AsyncRBD
@@ -79,7 +79,8 @@ class RBD:
         """Create image ``name`` of ``size`` bytes.
 
         ``order``: log2 object size (default 22); ``features``: bit mask (default:
-        layering; pyceph creates images within layering + striping);
+        Pacific's 0x3d, layering + exclusive-lock + object-map + fast-diff +
+        deep-flatten);
         ``stripe_unit`` (bytes) / ``stripe_count``: fancy striping.
         ``old_format=True`` (format 1) and ``data_pool`` are not supported.
 
@@ -110,16 +111,35 @@ class RBD:
         return list(run(AsyncRBD().list(io)))
 
     def remove(self, ioctx: Any, name: str, on_progress: Callable[[int, int], Any] | None = None) -> None:
-        """Delete image ``name`` and all its data.  ``on_progress`` is accepted for
-        compatibility and called once with ``(1, 1)`` on completion.
+        """Delete image ``name`` and all its data.  ``on_progress(done, total)`` is
+        called as data objects are removed.
 
-        Raises ImageNotFound, ImageHasSnapshots, ImageBusy, FeatureNotSupported.
+        Raises ImageNotFound, ImageHasSnapshots, ImageBusy (locked, or still
+        watched by an open image), FeatureNotSupported.
         """
         run, io = _runner(ioctx)
         _check_str(name, "name")
-        run(AsyncRBD().remove(io, name))
-        if on_progress is not None:
-            on_progress(1, 1)
+        run(AsyncRBD().remove(io, name, on_progress=on_progress))
+
+    def clone(self, p_ioctx: Any, p_name: str, p_snapname: str, c_ioctx: Any, c_name: str,
+              features: int | None = None, order: int | None = None, stripe_unit: int | None = None,
+              stripe_count: int | None = None, data_pool: str | None = None,
+              clone_format: int | None = None) -> None:
+        """Clone snapshot ``p_name@p_snapname`` into ``c_name`` (python-rbd ``RBD.clone``).
+
+        ``clone_format``: 1 (protected snapshot + ``rbd_children``) or 2; None
+        picks like Pacific's ``auto``.  Raises ImageNotFound, ImageExists,
+        InvalidArgumentError (e.g. unprotected snapshot for v1), FeatureNotSupported.
+        """
+        run, p_io = _runner(p_ioctx)
+        _, c_io = _runner(c_ioctx)
+        _check_str(p_name, "parent name")
+        _check_str(p_snapname, "parent snapshot name")
+        _check_str(c_name, "clone name")
+        if data_pool is not None:
+            raise FeatureNotSupported(f"pyceph cannot create images with a data pool ({data_pool!r})")
+        run(AsyncRBD().clone(p_io, p_name, p_snapname, c_io, c_name, features=features, order=order,
+                             stripe_unit=stripe_unit, stripe_count=stripe_count, clone_format=clone_format))
 
 
 class Image:
@@ -129,24 +149,30 @@ class Image:
     read-only.  Use as a context manager or call :meth:`close`.  Methods on a
     closed image raise InvalidArgumentError ("image is closed").
 
+    ``exclusive=True`` takes the exclusive lock at open and keeps it against
+    requests (krbd ``-o exclusive``); ``image_id`` opens by id instead of name.
     Raises ImageNotFound (no image / snapshot), FeatureNotSupported (features
-    pyceph cannot honour for this kind of access, e.g. exclusive-lock for
-    read-write), TypeError.
+    pyceph cannot honour for this kind of access, e.g. journaling for
+    read-write), ImageBusy, TypeError.
     """
 
     def __init__(self, ioctx: Any, name: str | None = None, snapshot: str | None = None,
-                 read_only: bool = False, image_id: str | None = None):
+                 read_only: bool = False, image_id: str | None = None, exclusive: bool = False):
         self.closed = True
         self._run, io = _runner(ioctx)
-        if image_id is not None:
-            raise FunctionNotSupported("opening an image by id is not supported; pass its name")
-        _check_str(name, "name")
+        if image_id is None:
+            _check_str(name, "name")
+        else:
+            _check_str(image_id, "image_id")
+            if name is not None:
+                raise InvalidArgumentError("pass either an image name or an image id, not both")
         if snapshot is not None:
             _check_str(snapshot, "snapshot")
         self.ioctx = ioctx
-        self.name = name
         self._image: AsyncImage = self._run(
-            AsyncImage.open(io, name, read_only=bool(read_only), snapshot=snapshot))
+            AsyncImage.open(io, name, read_only=bool(read_only), snapshot=snapshot, image_id=image_id,
+                            exclusive=bool(exclusive)))
+        self.name = self._image.name
         self.closed = False
 
     # -- lifecycle ---------------------------------------------------------------
@@ -236,3 +262,116 @@ class Image:
 
     def is_read_only(self) -> bool:
         return bool(self._img().read_only)
+
+    def parent_info(self) -> tuple[str, str, str]:
+        """``(pool name, image name, snapshot name)`` of a clone's parent.
+        Raises ImageNotFound when the image has no parent."""
+        return self._img().parent_info()
+
+    def parent_id(self) -> str:
+        return self._img().parent_id()
+
+    def get_parent_image_spec(self) -> dict[str, Any]:
+        return self._img().get_parent_image_spec()
+
+    def overlap(self) -> int:
+        """Parent overlap in bytes (0 without a parent)."""
+        return self._img().overlap()
+
+    # -- discard / resize / features -------------------------------------------------
+    def discard(self, offset: int, length: int) -> None:
+        """librbd discard of ``[offset, offset+length)`` (64 KiB granularity):
+        whole objects removed, tails truncated, middles zeroed."""
+        _check_int(offset, "offset")
+        _check_int(length, "length")
+        self._run(self._img().discard(offset, length))
+
+    def write_zeroes(self, offset: int, length: int, zero_flags: int = 0) -> None:
+        """Make the range read as zeros (discard without granularity alignment)."""
+        _check_int(offset, "offset")
+        _check_int(length, "length")
+        self._run(self._img().write_zeroes(offset, length))
+
+    def resize(self, size: int, allow_shrink: bool = True) -> None:
+        """Grow or shrink the image to ``size`` bytes.  Raises InvalidArgumentError
+        when shrinking with ``allow_shrink=False``, ReadOnlyImage."""
+        _check_int(size, "size")
+        self._run(self._img().resize(size, allow_shrink=allow_shrink))
+
+    def update_features(self, features: int, enabled: bool) -> None:
+        """``rbd feature enable|disable``.  Raises InvalidArgumentError,
+        FeatureNotSupported, ReadOnlyImage."""
+        _check_int(features, "features")
+        self._run(self._img().update_features(features, bool(enabled)))
+
+    def rebuild_object_map(self, on_progress: Callable[[int, int], Any] | None = None) -> None:
+        self._run(self._img().rebuild_object_map(on_progress=on_progress))
+
+    # -- snapshots -------------------------------------------------------------------
+    def create_snap(self, name: str, flags: int = 0) -> None:
+        _check_str(name, "name")
+        self._run(self._img().create_snap(name))
+
+    def remove_snap(self, name: str) -> None:
+        _check_str(name, "name")
+        self._run(self._img().remove_snap(name))
+
+    def remove_snap2(self, name: str, flags: int = 0) -> None:
+        self.remove_snap(name)
+
+    def rename_snap(self, srcname: str, dstname: str) -> None:
+        _check_str(srcname, "srcname")
+        _check_str(dstname, "dstname")
+        self._run(self._img().rename_snap(srcname, dstname))
+
+    def rollback_to_snap(self, name: str, on_progress: Callable[[int, int], Any] | None = None) -> None:
+        _check_str(name, "name")
+        self._run(self._img().rollback_to_snap(name, on_progress=on_progress))
+
+    def protect_snap(self, name: str) -> None:
+        _check_str(name, "name")
+        self._run(self._img().protect_snap(name))
+
+    def unprotect_snap(self, name: str) -> None:
+        _check_str(name, "name")
+        self._run(self._img().unprotect_snap(name))
+
+    def is_protected_snap(self, name: str) -> bool:
+        _check_str(name, "name")
+        return bool(self._run(self._img().is_protected_snap(name)))
+
+    def list_snaps(self) -> Iterator[dict[str, Any]]:
+        """Iterator of python-rbd snapshot dicts (id, size, name, namespace, ...)."""
+        return iter(self._run(self._img().list_snaps()))
+
+    def set_snap(self, name: str | None) -> None:
+        """Read from snapshot ``name`` from now on (read-only), or the head with None."""
+        if name is not None:
+            _check_str(name, "name")
+        self._run(self._img().set_snap(name))
+
+    def set_snap_by_id(self, snap_id: int | None) -> None:
+        self._run(self._img().set_snap_by_id(snap_id))
+
+    # -- clones ----------------------------------------------------------------------
+    def flatten(self, on_progress: Callable[[int, int], Any] | None = None) -> None:
+        """Copy every parent-backed object into the clone and detach it."""
+        self._run(self._img().flatten(on_progress=on_progress))
+
+    def list_children(self) -> list[tuple[str, str]]:
+        """``[(pool name, image name)]`` of the clones of the open snapshot."""
+        return list(self._run(self._img().list_children()))
+
+    def list_children2(self) -> Iterator[dict[str, Any]]:
+        return iter(self._run(self._img().list_children2()))
+
+    # -- managed lock ----------------------------------------------------------------
+    def lock_acquire(self, lock_mode: int = 0) -> None:
+        """Take the exclusive lock now (``RBD_LOCK_MODE_EXCLUSIVE`` = 0)."""
+        self._run(self._img().lock_acquire(lock_mode))
+
+    def lock_release(self) -> None:
+        self._run(self._img().lock_release())
+
+    def lock_get_owners(self) -> Iterator[dict[str, Any]]:
+        return iter(self._run(self._img().lock_get_owners()))

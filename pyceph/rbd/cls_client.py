@@ -811,3 +811,323 @@ async def lock_break(ioctx: ClsIoctx, oid: str, name: str, locker: EntityNameT, 
 
 async def lock_assert_locked(ioctx: ClsIoctx, oid: str, op: AssertOp) -> None:
     await ioctx.execute(oid, "lock", "assert_locked", op.encode(Encoder()).bytes(), read_only=True)
+
+
+# === section: H3 object map ===
+# Object-map methods of cls_rbd (rbd_object_map.<id>[.<snap>]) and set_flags on the
+# header: payloads as src/cls/rbd/cls_rbd_client.cc builds them.  The BitVector<2>
+# codec itself lives in pyceph.rbd.object_map.
+
+
+def encode_object_map_resize(object_count: int, default_state: int) -> bytes:
+    """``rbd.object_map_resize``: ``u64 object_count, u8 default_state``."""
+    return Encoder().u64(object_count).u8(default_state).bytes()
+
+
+def encode_object_map_update(start: int, end: int, new_state: int, current_state: int | None = None) -> bytes:
+    """``rbd.object_map_update``: ``u64 start, u64 end (exclusive), u8 new_state,
+    optional<u8> current_state`` (boost::optional: ``u8 present`` then the value)."""
+    e = Encoder().u64(start).u64(end).u8(new_state)
+    if current_state is None:
+        e.u8(0)
+    else:
+        e.u8(1).u8(current_state)
+    return e.bytes()
+
+
+def encode_set_flags(flags: int, mask: int, snap_id: int = CEPH_NOSNAP) -> bytes:
+    """``rbd.set_flags``: ``u64 flags, u64 mask, u64 snap_id`` (bits in ``mask`` take
+    their value from ``flags``)."""
+    return Encoder().u64(flags).u64(mask).u64(snap_id).bytes()
+
+
+async def set_flags(ioctx: ClsIoctx, oid: str, flags: int, mask: int, snap_id: int = CEPH_NOSNAP) -> None:
+    await _exec(ioctx, oid, "set_flags", encode_set_flags(flags, mask, snap_id), False)
+
+
+async def object_map_load(ioctx: ClsIoctx, oid: str) -> bytes:
+    """``rbd.object_map_load``: the encoded BitVector<2> (footer without crcs)."""
+    return await _exec(ioctx, oid, "object_map_load")
+
+
+
+# === section: H4 image core ===
+# Header updates the image core makes (resize, feature enable/disable) and the
+# copy-up payload (src/cls/rbd/cls_rbd_client.cc, Pacific).  The ``*_op`` builders
+# return a list of OSD ops so callers can put them in one compound op (e.g. after
+# cls_lock ``assert_locked``, as librbd's ResizeRequest does).
+
+#: ``cls_lock`` type of the exclusive lock (``ClsLockType::EXCLUSIVE``)
+LOCK_EXCLUSIVE = 1
+
+
+def encode_set_size(size: int) -> bytes:
+    """``rbd.set_size``: u64 size (bytes).  The OSD also clips the parent overlap."""
+    return Encoder().u64(size).bytes()
+
+
+def encode_set_features(features: int, mask: int) -> bytes:
+    """``rbd.set_features``: u64 features, u64 mask (only masked bits change)."""
+    return Encoder().u64(features).u64(mask).bytes()
+
+
+def encode_header_set_flags(flags: int, mask: int, snap_id: int = CEPH_NOSNAP) -> bytes:
+    """``rbd.set_flags``: u64 flags, u64 mask, u64 snap_id (CEPH_NOSNAP: the head)."""
+    return Encoder().u64(flags).u64(mask).u64(snap_id).bytes()
+
+
+def encode_object_map_update_range(start: int, end: int, new_state: int, current_state: int | None = None) -> bytes:
+    """``rbd.object_map_update``: u64 start, u64 end (exclusive), u8 state,
+    ``boost::optional<u8>`` current state (only objects in that state change)."""
+    e = Encoder().u64(start).u64(end).u8(new_state)
+    if current_state is None:
+        e.u8(0)
+    else:
+        e.u8(1).u8(current_state)
+    return e.bytes()
+
+
+def encode_object_map_resize_count(object_count: int, default_state: int) -> bytes:
+    """``rbd.object_map_resize``: u64 object count, u8 state of new entries."""
+    return Encoder().u64(object_count).u8(default_state).bytes()
+
+
+def assert_locked_op(cookie: str, name: str = "rbd_lock", tag: str = "internal") -> Any:
+    """The ``lock.assert_locked`` OSD op librbd puts before header/object-map updates
+    made as the exclusive-lock owner (``ExclusiveLock::assert_header_locked``)."""
+    from ..osd import ops as O
+
+    return O.call("lock", "assert_locked", AssertOp(name, LOCK_EXCLUSIVE, cookie, tag).encode(Encoder()).bytes())
+
+
+def set_size_op(size: int) -> Any:
+    from ..osd import ops as O
+
+    return O.call("rbd", "set_size", encode_set_size(size))
+
+
+def copyup_op(data: bytes) -> Any:
+    """``rbd.copyup``: write ``data`` at offset 0 unless the object exists (then a no-op);
+    empty data creates nothing (cls_rbd.cc ``copyup``)."""
+    from ..osd import ops as O
+
+    return O.call("rbd", "copyup", bytes(data))
+
+
+async def set_size(ioctx: ClsIoctx, oid: str, size: int) -> None:
+    await _exec(ioctx, oid, "set_size", encode_set_size(size), False)
+
+
+async def set_features(ioctx: ClsIoctx, oid: str, features: int, mask: int) -> None:
+    await _exec(ioctx, oid, "set_features", encode_set_features(features, mask), False)
+
+
+async def header_set_flags(ioctx: ClsIoctx, oid: str, flags: int, mask: int, snap_id: int = CEPH_NOSNAP) -> None:
+    await _exec(ioctx, oid, "set_flags", encode_header_set_flags(flags, mask, snap_id), False)
+
+
+async def object_map_update_range(ioctx: ClsIoctx, oid: str, start: int, end: int, new_state: int,
+                                  current_state: int | None = None) -> None:
+    """Update a (snapshot) object map object directly, without lock assertion
+    (librbd's ``ObjectMap::aio_update`` with a snap id)."""
+    await _exec(ioctx, oid, "object_map_update",
+                encode_object_map_update_range(start, end, new_state, current_state), False)
+
+
+async def object_map_resize_count(ioctx: ClsIoctx, oid: str, object_count: int, default_state: int) -> None:
+    """Create (if missing) and resize an object map object (object_map/CreateRequest.cc)."""
+    await _exec(ioctx, oid, "object_map_resize", encode_object_map_resize_count(object_count, default_state), False)
+
+
+
+# === section: H5 snapshots and clones ===
+# Snapshot, parent/child and metadata payloads (src/cls/rbd/cls_rbd_client.cc,
+# Pacific).  ``rbd_children`` (v1 clones) lives in each pool; the v2 child list
+# lives in the parent's header, per snapshot.
+
+RBD_CHILDREN = "rbd_children"
+RBD_TRASH = "rbd_trash"
+
+
+def encode_snapshot_add(snap_id: int, name: str, namespace: "SnapshotNamespace | None" = None) -> bytes:
+    """``rbd.snapshot_add``: name, u64 snap_id, SnapshotNamespace (user by default)."""
+    e = Encoder().string(name).u64(snap_id)
+    (namespace or SnapshotNamespace()).encode(e)
+    return e.bytes()
+
+
+def encode_snapshot_rename(snap_id: int, dst_name: str) -> bytes:
+    """``rbd.snapshot_rename``: u64 src snap_id, new name."""
+    return Encoder().u64(snap_id).string(dst_name).bytes()
+
+
+def encode_set_protection_status(snap_id: int, status: int) -> bytes:
+    """``rbd.set_protection_status``: u64 snap_id, u8 RBD_PROTECTION_STATUS_*."""
+    return Encoder().u64(snap_id).u8(status).bytes()
+
+
+def encode_parent_child(pool_id: int, image_id: str, snap_id: int, child_id: str | None = None) -> bytes:
+    """``add_child``/``remove_child`` (with ``child_id``) and ``get_children`` (without) on
+    ``rbd_children``: s64 parent pool, parent image id, u64 parent snap id[, child image id].
+    v1 clones carry no namespace."""
+    e = Encoder().s64(pool_id).string(image_id).u64(snap_id)
+    if child_id is not None:
+        e.string(child_id)
+    return e.bytes()
+
+
+def decode_string_set(data: bytes) -> list[str]:
+    """``std::set<std::string>`` (get_children reply), in stored order."""
+    return _dec_string_set(_dec(data))
+
+
+def encode_child_attach(snap_id: int, child: ChildImageSpec) -> bytes:
+    """``child_attach``/``child_detach`` on the parent header: u64 snap_id, ChildImageSpec."""
+    e = Encoder().u64(snap_id)
+    child.encode(e)
+    return e.bytes()
+
+
+def decode_children_list(data: bytes) -> list[ChildImageSpec]:
+    """``children_list`` reply: ``std::set<ChildImageSpec>``."""
+    return _dec(data).list(ChildImageSpec.decode, 4)
+
+
+def encode_parent_attach(spec: ParentImageSpec, overlap: int, reattach: bool = False) -> bytes:
+    """``parent_attach``: ParentImageSpec, u64 overlap (bytes), bool reattach."""
+    e = Encoder()
+    spec.encode(e)
+    return e.u64(overlap).bool(reattach).bytes()
+
+
+def encode_set_parent(spec: ParentImageSpec, overlap: int) -> bytes:
+    """Legacy ``set_parent``: s64 pool, image id, u64 snap id, u64 overlap (no namespace)."""
+    return Encoder().s64(spec.pool_id).string(spec.image_id).u64(spec.snap_id).u64(overlap).bytes()
+
+
+def encode_op_features_set(op_features: int, mask: int) -> bytes:
+    """``op_features_set``: u64 op_features, u64 mask."""
+    return Encoder().u64(op_features).u64(mask).bytes()
+
+
+def encode_metadata_list(start: str = "", max_return: int = 0) -> bytes:
+    """``metadata_list``: start-after key, u64 max_return (0: the OSD's limit)."""
+    return Encoder().string(start).u64(max_return).bytes()
+
+
+def decode_metadata_list(data: bytes) -> dict[str, bytes]:
+    """``map<string, bufferlist>``."""
+    return _dec(data).map(Decoder.string, Decoder.blob, 8)
+
+
+def encode_metadata_set(pairs: dict[str, bytes]) -> bytes:
+    """``metadata_set``: ``map<string, bufferlist>``."""
+    return Encoder().map(dict(sorted(pairs.items())), Encoder.string, Encoder.blob).bytes()
+
+
+@dataclass
+class TrashImageSpec:
+    """``cls::rbd::TrashImageSpec`` (reply of ``trash_get``): ENCODE_START(2, 1):
+    u8 source, name, deletion_time, deferment_end_time (utime ``(sec, nsec)``), u8 state (v2)."""
+
+    source: int = 0
+    name: str = ""
+    deletion_time: tuple[int, int] = (0, 0)
+    deferment_end_time: tuple[int, int] = (0, 0)
+    state: int = 0
+
+    @classmethod
+    def decode(cls, d: Decoder) -> "TrashImageSpec":
+        with d.start("TrashImageSpec", 2) as v:
+            t = cls(d.u8(), d.string(), d.utime(), d.utime())
+            if v >= 2:
+                t.state = d.u8()
+        return t
+
+
+async def snapshot_add(ioctx: ClsIoctx, oid: str, snap_id: int, name: str,
+                       namespace: "SnapshotNamespace | None" = None) -> None:
+    await _exec(ioctx, oid, "snapshot_add", encode_snapshot_add(snap_id, name, namespace), False)
+
+
+async def snapshot_remove(ioctx: ClsIoctx, oid: str, snap_id: int) -> None:
+    await _exec(ioctx, oid, "snapshot_remove", encode_snap_id(snap_id), False)
+
+
+async def snapshot_rename(ioctx: ClsIoctx, oid: str, snap_id: int, dst_name: str) -> None:
+    await _exec(ioctx, oid, "snapshot_rename", encode_snapshot_rename(snap_id, dst_name), False)
+
+
+async def snapshot_trash_add(ioctx: ClsIoctx, oid: str, snap_id: int) -> None:
+    await _exec(ioctx, oid, "snapshot_trash_add", encode_snap_id(snap_id), False)
+
+
+async def set_protection_status(ioctx: ClsIoctx, oid: str, snap_id: int, status: int) -> None:
+    await _exec(ioctx, oid, "set_protection_status", encode_set_protection_status(snap_id, status), False)
+
+
+async def get_snapshot_timestamp(ioctx: ClsIoctx, oid: str, snap_id: int) -> tuple[int, int]:
+    return decode_utime(await _exec(ioctx, oid, "get_snapshot_timestamp", encode_snap_id(snap_id)))
+
+
+async def add_child(ioctx: ClsIoctx, spec: ParentImageSpec, child_id: str) -> None:
+    """v1 clone link in this pool's ``rbd_children``."""
+    data = encode_parent_child(spec.pool_id, spec.image_id, spec.snap_id, child_id)
+    await _exec(ioctx, RBD_CHILDREN, "add_child", data, False)
+
+
+async def remove_child(ioctx: ClsIoctx, spec: ParentImageSpec, child_id: str) -> None:
+    data = encode_parent_child(spec.pool_id, spec.image_id, spec.snap_id, child_id)
+    await _exec(ioctx, RBD_CHILDREN, "remove_child", data, False)
+
+
+async def get_children(ioctx: ClsIoctx, spec: ParentImageSpec) -> list[str]:
+    """Child image ids in this pool's ``rbd_children`` (ObjectNotFound: none)."""
+    data = encode_parent_child(spec.pool_id, spec.image_id, spec.snap_id)
+    return decode_string_set(await _exec(ioctx, RBD_CHILDREN, "get_children", data))
+
+
+async def child_attach(ioctx: ClsIoctx, parent_oid: str, snap_id: int, child: ChildImageSpec) -> None:
+    await _exec(ioctx, parent_oid, "child_attach", encode_child_attach(snap_id, child), False)
+
+
+async def child_detach(ioctx: ClsIoctx, parent_oid: str, snap_id: int, child: ChildImageSpec) -> None:
+    await _exec(ioctx, parent_oid, "child_detach", encode_child_attach(snap_id, child), False)
+
+
+async def children_list(ioctx: ClsIoctx, parent_oid: str, snap_id: int) -> list[ChildImageSpec]:
+    return decode_children_list(await _exec(ioctx, parent_oid, "children_list", encode_snap_id(snap_id)))
+
+
+async def parent_attach(ioctx: ClsIoctx, oid: str, spec: ParentImageSpec, overlap: int,
+                        reattach: bool = False) -> None:
+    await _exec(ioctx, oid, "parent_attach", encode_parent_attach(spec, overlap, reattach), False)
+
+
+async def parent_detach(ioctx: ClsIoctx, oid: str) -> None:
+    await _exec(ioctx, oid, "parent_detach", b"", False)
+
+
+async def set_parent(ioctx: ClsIoctx, oid: str, spec: ParentImageSpec, overlap: int) -> None:
+    await _exec(ioctx, oid, "set_parent", encode_set_parent(spec, overlap), False)
+
+
+async def remove_parent(ioctx: ClsIoctx, oid: str) -> None:
+    await _exec(ioctx, oid, "remove_parent", b"", False)
+
+
+async def op_features_set(ioctx: ClsIoctx, oid: str, op_features: int, mask: int) -> None:
+    await _exec(ioctx, oid, "op_features_set", encode_op_features_set(op_features, mask), False)
+
+
+async def metadata_list(ioctx: ClsIoctx, oid: str, start: str = "", max_return: int = 0) -> dict[str, bytes]:
+    return decode_metadata_list(await _exec(ioctx, oid, "metadata_list", encode_metadata_list(start, max_return)))
+
+
+async def metadata_set(ioctx: ClsIoctx, oid: str, pairs: dict[str, bytes]) -> None:
+    await _exec(ioctx, oid, "metadata_set", encode_metadata_set(pairs), False)
+
+
+async def trash_get(ioctx: ClsIoctx, image_id: str) -> TrashImageSpec:
+    """``trash_get`` on ``rbd_trash``: the trash entry of ``image_id``."""
+    return TrashImageSpec.decode(_dec(await _exec(ioctx, RBD_TRASH, "trash_get", encode_string(image_id))))

@@ -57,14 +57,43 @@ RBD_FEATURES_RW_INCOMPATIBLE = (
     | RBD_FEATURE_NON_PRIMARY
 )
 
-#: what pyceph itself implements, for reading and for writing
-PYCEPH_FEATURES_READ = RBD_FEATURE_LAYERING | RBD_FEATURE_STRIPINGV2
-PYCEPH_FEATURES_WRITE = RBD_FEATURE_LAYERING | RBD_FEATURE_STRIPINGV2
+#: what pyceph itself implements, for reading and for writing: layering (clones read
+#: through their parent, copy-up on write), striping, exclusive-lock (cls_lock on the
+#: header + watch/notify), object-map and fast-diff (kept in step like librbd),
+#: deep-flatten (copy-up with snapshots).  Journaling, data pools and live migration
+#: are still refused.
+PYCEPH_FEATURES_READ = (
+    RBD_FEATURE_LAYERING
+    | RBD_FEATURE_STRIPINGV2
+    | RBD_FEATURE_EXCLUSIVE_LOCK
+    | RBD_FEATURE_OBJECT_MAP
+    | RBD_FEATURE_FAST_DIFF
+    | RBD_FEATURE_DEEP_FLATTEN
+)
 #: what AsyncRBD.create() accepts (STRIPINGV2 is implied by non-default stripe params)
-PYCEPH_FEATURES_CREATE = RBD_FEATURE_LAYERING | RBD_FEATURE_STRIPINGV2
-#: default for create(): layering only (librbd's default adds exclusive-lock,
-#: object-map, fast-diff and deep-flatten, which pyceph cannot maintain yet)
-PYCEPH_FEATURES_DEFAULT = RBD_FEATURE_LAYERING
+PYCEPH_FEATURES_CREATE = PYCEPH_FEATURES_READ
+# "operations" only says the header has op_features (clone v2 parent/child, snap trash)
+PYCEPH_FEATURES_READ |= RBD_FEATURE_OPERATIONS
+PYCEPH_FEATURES_WRITE = PYCEPH_FEATURES_READ
+#: default for create(): Pacific's ``rbd_default_features`` (0x3d: layering,
+#: exclusive-lock, object-map, fast-diff, deep-flatten)
+PYCEPH_FEATURES_DEFAULT = (
+    RBD_FEATURE_LAYERING
+    | RBD_FEATURE_EXCLUSIVE_LOCK
+    | RBD_FEATURE_OBJECT_MAP
+    | RBD_FEATURE_FAST_DIFF
+    | RBD_FEATURE_DEEP_FLATTEN
+)
+#: ``RBD_FEATURES_MUTABLE`` (features.h): what ``rbd feature enable`` may turn on
+RBD_FEATURES_MUTABLE = (
+    RBD_FEATURE_EXCLUSIVE_LOCK
+    | RBD_FEATURE_OBJECT_MAP
+    | RBD_FEATURE_FAST_DIFF
+    | RBD_FEATURE_JOURNALING
+    | RBD_FEATURE_NON_PRIMARY
+)
+#: ``RBD_FEATURES_DISABLE_ONLY``: may be turned off but never on again
+RBD_FEATURES_DISABLE_ONLY = RBD_FEATURE_DEEP_FLATTEN
 
 RBD_OPERATION_FEATURE_CLONE_PARENT = 1 << 0
 RBD_OPERATION_FEATURE_CLONE_CHILD = 1 << 1

@@ -190,7 +190,9 @@ def test_rbd_info_matches_our_info_json(cluster, rados, ioctx, written_image):
     theirs = rbd_json(cluster, "info", f"rbd/{name}")
     assert_info_equal(our_info(rados, ioctx, name), theirs)
     assert_info_equal(prbd_json(cluster, "info", f"rbd/{name}"), theirs)
-    assert theirs["features"] == (["layering", "striping"] if "stripe_unit" in theirs else ["layering"])
+    # pyceph creates images with Pacific's defaults (issue 4)
+    default = ["exclusive-lock", "object-map", "fast-diff", "deep-flatten"]
+    assert theirs["features"] == (["layering", "striping"] if "stripe_unit" in theirs else ["layering"]) + default
 
 
 @pytest.mark.parametrize(
@@ -219,7 +221,7 @@ def test_prbd_info_of_librbd_images(cluster, rados, ioctx, create_args):
 @pytest.mark.parametrize(
     "import_args",
     [
-        [],  # Pacific default features: pyceph may only read
+        [],  # Pacific default features
         ["--image-feature", "layering", "--order", "20"],
         ["--image-feature", "layering,striping", "--stripe-unit", "64K", "--stripe-count", "3"],
     ],
@@ -261,7 +263,9 @@ def test_rbd_bench_written_image_reads_back(cluster, ioctx):
         rbd(cluster, "rm", "--no-progress", f"rbd/{name}")
 
 
-def test_pacific_default_features_refused_read_write_but_readable(cluster, rados, ioctx):
+def test_pacific_default_features_read_write(cluster, rados, ioctx):
+    """Issue 4: images with librbd's default features are writable (pyceph keeps the
+    exclusive lock and the object map); journaling is still refused read-write."""
     name = uniq("deflt")
     rbd(cluster, "create", "--size", "12M", f"rbd/{name}")
     try:
@@ -271,29 +275,36 @@ def test_pacific_default_features_refused_read_write_but_readable(cluster, rados
         blob = rnd.randbytes(MiB + 333)
         # and some truly random bytes through librbd, across an object boundary
         rbd(cluster, "import", "--no-progress", "-", f"rbd/{name}-src", input=blob)
-        expected = rbd_export(cluster, f"rbd/{name}")
-        with pytest.raises(errors.FeatureNotSupported) as ei:
-            Image(ioctx, name)
-        msg = str(ei.value)
-        for feat in PACIFIC_DEFAULT_EXTRA:
-            assert feat in msg
-        assert ei.value.errno is not None
-
-        async def open_rw():
-            await AsyncImage.open(ioctx.core, name)
-
-        with pytest.raises(errors.FeatureNotSupported):
-            rados.run(open_rw())
-        with Image(ioctx, name, read_only=True) as img:
+        expected = bytearray(rbd_export(cluster, f"rbd/{name}"))
+        with Image(ioctx, name) as img:
             assert img.features() & 0x3C == 0x3C
+            assert read_all(img) == expected
+            img.write(blob, 4 * MiB - 100)
+            expected[4 * MiB - 100 : 4 * MiB - 100 + len(blob)] = blob
+        assert rbd_export(cluster, f"rbd/{name}") == expected
+        with Image(ioctx, name, read_only=True) as img:
             assert read_all(img) == expected
             with pytest.raises(errors.ReadOnlyImage):
                 img.write(b"x", 0)
         with Image(ioctx, f"{name}-src", read_only=True) as img:
             assert read_all(img) == blob
+        rbd(cluster, "create", "--size", "4M", "--image-feature", "layering,exclusive-lock,journaling",
+            f"rbd/{name}-j")
+        with pytest.raises(errors.FeatureNotSupported) as ei:
+            Image(ioctx, f"{name}-j")
+        assert "journaling" in str(ei.value) and ei.value.errno is not None
+
+        async def open_rw():
+            await AsyncImage.open(ioctx.core, f"{name}-j")
+
+        with pytest.raises(errors.FeatureNotSupported):
+            rados.run(open_rw())
+        with Image(ioctx, f"{name}-j", read_only=True) as img:
+            assert img.read(0, 10) == bytes(10)
     finally:
         rbd(cluster, "rm", "--no-progress", f"rbd/{name}")
         rbd(cluster, "rm", "--no-progress", f"rbd/{name}-src", check=False)
+        rbd(cluster, "rm", "--no-progress", f"rbd/{name}-j", check=False)
 
 
 # -- prbd vs rbd: ls, rm, import/export -----------------------------------------------------
@@ -366,7 +377,8 @@ def test_prbd_import_export_sparse_roundtrip(cluster, tmp_path):
     prbd(cluster, "import", "--no-progress", str(tmp_path / "src"), f"rbd/{name}")
     try:
         info = rbd_json(cluster, "info", f"rbd/{name}")
-        assert info["size"] == size and info["features"] == ["layering"]
+        assert info["size"] == size
+        assert info["features"] == ["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"]
         # sparse import: only objects holding data exist (4 MiB objects 0, 1, 3, 4, 6)
         data_objs = {o for o in pool_objects(cluster) if o.startswith(info["block_name_prefix"] + ".")}
         assert sorted(int(o.rsplit(".", 1)[1], 16) for o in data_objs) == [0, 1, 3, 4, 6]
@@ -413,7 +425,7 @@ def test_sync_api_round_trip(cluster, ioctx):
         data = random.Random(5).randbytes(2 * MiB + 17)
         with Image(ioctx, name) as img:
             assert img.size() == size
-            assert img.features() == 1
+            assert img.features() == 0x3D  # Pacific's default features
             st = img.stat()
             assert st["size"] == size and st["order"] == 20 and st["obj_size"] == MiB
             assert st["num_objs"] == 7 and st["block_name_prefix"] == img.block_name_prefix()

@@ -26,16 +26,22 @@ class FileImage:
 
     def __init__(self, path: str, *, read_only: bool = False, stats_path: str | None = None,
                  flush_delay: float = 0.0, fail: tuple[int, int, int] | None = None,
-                 latency: float = 0.0):
+                 latency: float = 0.0, discard: bool = True):
         self.path = path
         self.read_only = read_only
         self.fd = os.open(path, os.O_RDONLY if read_only else os.O_RDWR)
-        self.size = os.fstat(self.fd).st_size
         self.stats_path = stats_path
         self.flush_delay = flush_delay
         self.fail = fail
         self.latency = latency
-        self.counts = {"reads": 0, "writes": 0, "flushes": 0, "closed": 0, "bytes_written": 0}
+        self.counts = {"reads": 0, "writes": 0, "flushes": 0, "closed": 0, "bytes_written": 0,
+                       "discards": 0, "zeroes": 0, "bytes_discarded": 0}
+        if not discard:  # an image without discard/write_zeroes
+            self.discard = self.write_zeroes = None
+
+    @property
+    def size(self) -> int:  # follows truncate(1) of the backing file, like an image resize
+        return os.fstat(self.fd).st_size
 
     def _check(self, off: int, n: int) -> None:
         if self.fail and off < self.fail[1] and off + n > self.fail[0]:
@@ -57,6 +63,19 @@ class FileImage:
         if self.latency:
             await asyncio.sleep(self.latency)
         return os.pwrite(self.fd, data, offset)
+
+    async def discard(self, offset: int, length: int) -> None:
+        self._check(offset, length)
+        self.counts["discards"] += 1
+        self.counts["bytes_discarded"] += length
+        os.pwrite(self.fd, bytes(length), offset)
+        self._publish()
+
+    async def write_zeroes(self, offset: int, length: int) -> None:
+        self._check(offset, length)
+        self.counts["zeroes"] += 1
+        os.pwrite(self.fd, bytes(length), offset)
+        self._publish()
 
     async def flush(self) -> None:
         if self.flush_delay:
@@ -92,7 +111,8 @@ def _daemon_main() -> int:
         fail = tuple(o["test_fail"]) if o.get("test_fail") else None
         return FileImage(o["test_backing"], read_only=bool(o.get("test_image_ro")),
                          stats_path=o.get("test_stats"), flush_delay=float(o.get("test_flush_delay", 0)),
-                         fail=fail, latency=float(o.get("test_latency", 0)))
+                         fail=fail, latency=float(o.get("test_latency", 0)),
+                         discard=not o.get("test_no_discard"))
 
     return run_daemon(spec, open_image)
 
@@ -109,7 +129,6 @@ import signal  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
-import pyfuse3  # noqa: E402
 import pytest  # noqa: E402
 
 from pyceph import block  # noqa: E402
@@ -140,20 +159,17 @@ def small_image(tmp_path):
 
 def test_imagefile_read_clips_at_end_and_getattr_reports_size(small_image):
     ops = fusefile.ImageFile(small_image, read_only=False)
-    attrs = run(ops.getattr(pyfuse3.ROOT_INODE))
-    assert attrs.st_size == 4096 and attrs.st_mode & 0o777 == 0o600
+    attrs = run(ops.getattr())
+    assert attrs.size == 4096 and attrs.mode & 0o777 == 0o600 and attrs.ino == fusefile.ROOT_INODE
     assert run(ops.read(1, 4090, 100)) == (bytes(range(256)) * 16)[4090:]
     assert run(ops.read(1, 4096, 100)) == b""
-    with pytest.raises(pyfuse3.FUSEError) as ei:
-        run(ops.getattr(5))
-    assert ei.value.errno == errno.ENOENT
 
 
 def test_imagefile_write_passes_through_and_refuses_growth(small_image):
     ops = fusefile.ImageFile(small_image, read_only=False)
     assert run(ops.write(1, 100, b"abc")) == 3
     assert os.pread(small_image.fd, 3, 100) == b"abc"
-    with pytest.raises(pyfuse3.FUSEError) as ei:
+    with pytest.raises(fusefile.FuseError) as ei:
         run(ops.write(1, 4095, b"xy"))
     assert ei.value.errno == errno.ENOSPC
     assert ops.stats["write"] == 1 and ops.stats["bytes_written"] == 3
@@ -174,12 +190,14 @@ def test_imagefile_maps_image_errors_to_errno(small_image, exc, code):
     small_image.read = boom
     small_image.write = boom
     small_image.flush = boom
+    small_image.discard = boom
     ops = fusefile.ImageFile(small_image, read_only=False)
-    for call in (ops.read(1, 0, 10), ops.write(1, 0, b"x"), ops.fsync(1, False), ops.flush(1)):
-        with pytest.raises(pyfuse3.FUSEError) as ei:
+    for call in (ops.read(1, 0, 10), ops.write(1, 0, b"x"), ops.fsync(1, False), ops.flush(1),
+                 ops.fallocate(1, 0, 10, 3)):
+        with pytest.raises(fusefile.FuseError) as ei:
             run(call)
         assert ei.value.errno == code
-    assert ops.stats["errors"] == 4
+    assert ops.stats["errors"] == 5
 
 
 def test_imagefile_fsync_and_flush_call_image_flush(small_image):
@@ -191,17 +209,18 @@ def test_imagefile_fsync_and_flush_call_image_flush(small_image):
 
 def test_imagefile_read_only_refuses_writes(small_image):
     ops = fusefile.ImageFile(small_image, read_only=True)
-    assert run(ops.getattr(pyfuse3.ROOT_INODE)).st_mode & 0o777 == 0o400
+    assert run(ops.getattr()).mode & 0o777 == 0o400
     for flags in (os.O_WRONLY, os.O_RDWR):
-        with pytest.raises(pyfuse3.FUSEError) as ei:
-            run(ops.open(pyfuse3.ROOT_INODE, flags, None))
+        with pytest.raises(fusefile.FuseError) as ei:
+            run(ops.open(flags))
         assert ei.value.errno == errno.EROFS
-    fi = run(ops.open(pyfuse3.ROOT_INODE, os.O_RDONLY, None))
-    assert fi.fh >= 1
-    with pytest.raises(pyfuse3.FUSEError) as ei:
-        run(ops.write(fi.fh, 0, b"x"))
-    assert ei.value.errno == errno.EROFS
-    run(ops.fsync(fi.fh, False))
+    fh, _ = run(ops.open(os.O_RDONLY))
+    assert fh >= 1
+    for call in (ops.write(fh, 0, b"x"), ops.fallocate(fh, 0, 4096, 3), ops.access(os.W_OK)):
+        with pytest.raises(fusefile.FuseError) as ei:
+            run(call)
+        assert ei.value.errno == errno.EROFS
+    run(ops.fsync(fh, False))
     assert small_image.counts["flushes"] == 0  # nothing to flush on a read-only mapping
 
 
@@ -416,18 +435,85 @@ def test_direct_io_data_path_roundtrip(mapper):
     assert s["bytes_written"] >= 8 * MiB
 
 
-def test_zeroout_really_zeroes_and_discard_is_harmless(mapper):
-    # no FUSE fallocate yet: write-zeroes must fall back to writing zeroes (ext4's
-    # lazy inode table init relies on it), discard is advisory and ignored
-    dev, backing, _ = mapper(16 * MiB)
+def _queue(dev: str, name: str) -> int:
+    with open(f"/sys/block/{os.path.basename(dev)}/queue/{name}") as f:
+        return int(f.read())
+
+
+def test_discard_and_write_zeroes_reach_the_image(mapper):
+    dev, backing, stats = mapper(16 * MiB)
+    assert _queue(dev, "discard_max_bytes") > 0 and _queue(dev, "discard_granularity") == 4096
     with open(backing, "r+b") as f:
         f.write(b"\xab" * 16 * MiB)
-    sh("blkdiscard", "-z", "-o", str(MiB), "-l", str(MiB), dev)
-    sh("blkdiscard", "-o", str(4 * MiB), "-l", str(MiB), dev)
+    sh("blkdiscard", "-o", str(4 * MiB), "-l", str(MiB), dev)  # REQ_OP_DISCARD -> PUNCH_HOLE
+    counts = read_stats(stats)
+    assert counts["discards"] >= 1 and counts["bytes_discarded"] == MiB
+    sh("blkdiscard", "-z", "-o", str(MiB), "-l", str(MiB), dev)  # BLKZEROOUT -> WRITE_ZEROES
+    sh("fallocate", "-z", "-o", str(8 * MiB), "-l", str(MiB), dev)  # REQ_NOUNMAP -> ZERO_RANGE
+    counts = read_stats(stats)
+    # WRITE_ZEROES becomes ZERO_RANGE with REQ_NOUNMAP, else PUNCH_HOLE (loop.c); either zeroes
+    assert counts["zeroes"] >= 1 and counts["discards"] + counts["zeroes"] == 3
     with open(backing, "rb") as f:
         data = f.read()
-    assert data[MiB:2 * MiB] == bytes(MiB)
-    assert data[:MiB] == b"\xab" * MiB and data[2 * MiB:3 * MiB] == b"\xab" * MiB
+    for off in (MiB, 4 * MiB, 8 * MiB):
+        assert data[off:off + MiB] == bytes(MiB), off
+    untouched = b"\xab" * MiB
+    for off in (0, 2 * MiB, 3 * MiB, 5 * MiB, 7 * MiB, 9 * MiB, 15 * MiB):
+        assert data[off:off + MiB] == untouched, off
+    s = block.mapping_stats(dev)
+    assert s["discard"] + s["write_zeroes"] == 3 and s["errors"] == 0
+
+
+def test_notrim_advertises_no_discard_and_zeroout_falls_back_to_writes(mapper):
+    dev, backing, stats = mapper(16 * MiB, notrim=True)
+    assert _queue(dev, "discard_max_bytes") == 0 and _queue(dev, "write_zeroes_max_bytes") == 0
+    with open(backing, "r+b") as f:
+        f.write(b"\xab" * 16 * MiB)
+    p = sh("blkdiscard", "-o", str(4 * MiB), "-l", str(MiB), dev, check=False)
+    assert p.returncode != 0 and "Operation not supported" in p.stderr
+    sh("blkdiscard", "-z", "-o", str(MiB), "-l", str(MiB), dev)  # the kernel writes zero pages instead
+    with open(backing, "rb") as f:
+        data = f.read()
+    assert data[MiB:2 * MiB] == bytes(MiB) and data[4 * MiB:5 * MiB] == b"\xab" * MiB
+    s = block.mapping_stats(dev)
+    assert s["discard"] == s["write_zeroes"] == 0 and s["bytes_written"] >= MiB
+    assert block.find_mappings(dev)[0]["trim"] is False
+
+
+def test_image_without_discard_keeps_its_data(mapper):
+    dev, backing, stats = mapper(16 * MiB, test_no_discard=True)
+    with open(backing, "r+b") as f:
+        f.write(b"\xab" * 16 * MiB)
+    sh("blkdiscard", "-o", str(4 * MiB), "-l", str(MiB), dev, check=False)  # EOPNOTSUPP, maybe swallowed
+    sh("blkdiscard", "-z", "-o", str(MiB), "-l", str(MiB), dev)  # falls back to writing zeroes
+    with open(backing, "rb") as f:
+        data = f.read()
+    assert data[MiB:2 * MiB] == bytes(MiB) and data[4 * MiB:5 * MiB] == b"\xab" * MiB
+    assert block.mapping_stats(dev)["errors"] == 0
+
+
+def test_device_follows_image_resize(mapper):
+    dev, backing, _ = mapper(16 * MiB)
+
+    def wait_size(want):
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            size = int(sh("blockdev", "--getsize64", dev).stdout)
+            if size == want:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{dev} is {size} bytes, not {want}")
+
+    os.truncate(backing, 40 * MiB)  # the image grows
+    wait_size(40 * MiB)
+    blob = os.urandom(MiB)
+    p = subprocess.run(["dd", f"of={dev}", "bs=1M", "seek=38", "oflag=direct"], input=blob, capture_output=True)
+    assert p.returncode == 0, p.stderr
+    with open(backing, "rb") as f:
+        f.seek(38 * MiB)
+        assert f.read(MiB) == blob
+    os.truncate(backing, 8 * MiB)  # and shrinks
+    wait_size(8 * MiB)
 
 
 def test_image_errors_reach_the_reader_as_eio(mapper):

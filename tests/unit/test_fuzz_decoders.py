@@ -322,6 +322,8 @@ _SYNTH_MSGS = [
     monm.MMonGetVersion(11, "osdmap"),
     monm.MMonGetVersionReply(11, 40, 2),
     monm.MConfig({"a": "1", "bb": "22"}),
+    monm.MPoolOp(FSID, 1, 0x21, snapid=7, tid=3),
+    monm.MPoolOpReply(FSID, 0, 40, b"\x08" + bytes(7), tid=3),
     osdm.MOSDOp(_SPG, 0x1234abcd, 40, 0x20, "obj", _OLOC,
                 [ops.write(0, b"abc"), ops.call("rbd", "get_size", b"\x01" * 8), ops.stat()],
                 tid=5, snaps=[4, 3], features=1 << 40),

@@ -502,3 +502,15 @@ def test_object_hash_matches_osdmaptool(tmp_path, object_hash):
         ).stdout.splitlines()[-1]
         pg, acting, _ = m.object_to_osds(3, name)
         assert out == f" object '{name}' -> {pg} -> [{','.join(map(str, acting))}]"
+
+
+@pytest.mark.parametrize("unchanged", [0, 0xFF])
+def test_incremental_release_sentinels_leave_requirements_alone(unchanged):
+    """Monitors encode "no change" of require_min_compat_client/require_osd_release as
+    0 or 0xff (an int8 -1 in older encoders); neither may overwrite the map's values."""
+    m = _load("live.bin")
+    before = (m.require_min_compat_client, m.require_osd_release, m.flags)
+    m.apply_incremental(_inc(m, new_require_min_compat_client=unchanged, new_require_osd_release=unchanged))
+    assert (m.require_min_compat_client, m.require_osd_release, m.flags) == before
+    m.apply_incremental(_inc(m, new_require_min_compat_client=13, new_require_osd_release=16))
+    assert (m.require_min_compat_client, m.require_osd_release) == (13, 16)

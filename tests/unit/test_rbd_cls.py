@@ -168,15 +168,25 @@ def _incompat(features, read_only):
     return features & (F.RBD_FEATURES_INCOMPATIBLE if read_only else F.RBD_FEATURES_RW_INCOMPATIBLE)
 
 
-def test_policy_refuses_rw_default_image_naming_features():
-    assert LIBRBD_DEFAULT == 61
+def test_policy_allows_rw_default_image():
+    # issue 4: pyceph keeps exclusive-lock/object-map/fast-diff/deep-flatten images
+    assert LIBRBD_DEFAULT == 61 == F.PYCEPH_FEATURES_DEFAULT
+    check_feature_policy(LIBRBD_DEFAULT, _incompat(LIBRBD_DEFAULT, False), read_only=False)
+    f = LIBRBD_DEFAULT | F.RBD_FEATURE_STRIPINGV2 | F.RBD_FEATURE_OPERATIONS  # v2 clone child
+    check_feature_policy(f, _incompat(f, False), read_only=False)
+
+
+def test_policy_refuses_rw_journaling_naming_it():
+    f = LIBRBD_DEFAULT | F.RBD_FEATURE_JOURNALING
     with pytest.raises(FeatureNotSupported) as ei:
-        check_feature_policy(LIBRBD_DEFAULT, _incompat(LIBRBD_DEFAULT, False), read_only=False)
+        check_feature_policy(f, _incompat(f, False), read_only=False)
     msg = str(ei.value)
-    assert "0x3c" in msg
-    for name in ("exclusive-lock", "object-map", "fast-diff", "deep-flatten"):
-        assert name in msg
-    assert "layering" not in msg
+    assert "0x40" in msg and "journaling" in msg
+    assert "layering" not in msg and "object-map" not in msg
+    check_feature_policy(f, _incompat(f, True), read_only=True)  # readable
+    for bad in (F.RBD_FEATURE_MIGRATING, F.RBD_FEATURE_NON_PRIMARY, F.RBD_FEATURE_DIRTY_CACHE):
+        with pytest.raises(FeatureNotSupported):
+            check_feature_policy(LIBRBD_DEFAULT | bad, _incompat(LIBRBD_DEFAULT | bad, False), read_only=False)
 
 
 def test_policy_allows_read_only_default_image():
