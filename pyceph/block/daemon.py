@@ -280,18 +280,26 @@ class _Daemon:
             if size == last:
                 continue
             try:
-                await self._blocking(self._set_capacity)
-                log.info("image size %d -> %d: loop%d resized", last, size, self.index)
-            except Exception as e:  # noqa: BLE001 - retried at the next change
+                seen = await self._blocking(self._set_capacity)
+            except Exception as e:  # noqa: BLE001 - retried at the next poll
                 log.error("resizing loop%d to %d: %r", self.index, size, e)
+                continue
+            if seen != size:
+                # the kernel still had the old size cached: try again at the next poll
+                log.info("loop%d saw %d bytes, image has %d: retrying", self.index, seen, size)
+                continue
+            log.info("image size %d -> %d: loop%d resized", last, size, self.index)
             last = size
 
-    def _set_capacity(self) -> None:
+    def _set_capacity(self) -> int:
+        """Make the loop device take the image's current size; returns the file size the
+        kernel saw (bytes)."""
         # the kernel caches the FUSE file's size: drop it, let stat fetch the new one
         # (GETATTR, answered by our loop), then make loop re-read it (LOOP_SET_CAPACITY)
         self.fuse.notify(fuseproto.notify_inval_inode())
-        os.stat(self.mountpoint)
+        seen = os.stat(self.mountpoint).st_size
         loopdev.set_capacity(self.loop_fd)
+        return seen
 
     async def _unless_stopped(self, coro):
         """Await ``coro`` unless SIGTERM/SIGINT comes first (then it is cancelled)."""

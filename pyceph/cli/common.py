@@ -214,11 +214,11 @@ def fmt_addr(addr: Any) -> str:
     ``rbd status`` shows for watchers.  Strings pass through unchanged."""
     if isinstance(addr, str):
         return addr
-    t = getattr(addr, "type", 0)
+    t = addr.type
     if t == 0:
         return "-"
     prefix = {1: "v1:", 2: "v2:"}.get(t, "")
-    ip = getattr(addr, "ip", "")
+    ip = addr.ip
     host = f"[{ip}]" if ":" in ip else ip
     return f"{prefix}{host}:{addr.port}/{addr.nonce}"
 
@@ -230,7 +230,7 @@ def fmt_legacy_addr(addr: Any) -> str:
             if addr.startswith(p):
                 return addr[len(p):]
         return addr
-    ip = getattr(addr, "ip", "")
+    ip = addr.ip
     host = f"[{ip}]" if ":" in ip else ip
     return f"{host}:{addr.port}/{addr.nonce}"
 
@@ -263,12 +263,10 @@ class Progress:
     def _start_bar(self) -> None:
         if self._bar is not None or not (self.enabled and self.tty):
             return
-        try:
-            from rich.console import Console
-            from rich.progress import BarColumn, Progress as RichProgress, TaskProgressColumn, TextColumn, \
-                TimeRemainingColumn
-        except ImportError:  # pragma: no cover - rich is a dependency
-            return
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress as RichProgress, TaskProgressColumn, TextColumn, \
+            TimeRemainingColumn
+
         self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                  TimeRemainingColumn(), console=Console(file=self.stream), transient=True)
         self._task = self._bar.add_task(self.what, total=100)

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import inspect
 import json
 import os
 import random
@@ -32,6 +31,7 @@ from ..rbd import AsyncImage, AsyncRBD
 from ..rbd import cls_client as cls
 from ..rbd import diff as rbd_diff
 from ..rbd.features import FEATURE_NAMES, RBD_FEATURE_FAST_DIFF, RBD_FEATURE_LAYERING, RBD_FEATURE_OBJECT_MAP
+from ..rbd.object_map import ObjectMap
 from .common import (
     CliError,
     ImageSpec,
@@ -62,51 +62,6 @@ SNAP_NONE, SNAP_PERMITTED, SNAP_REQUIRED = "none", "permitted", "required"
 
 
 # -- small helpers --------------------------------------------------------------------
-
-async def _call(x: Any) -> Any:
-    """Await ``x`` if it is awaitable (the core has sync and async accessors)."""
-    if inspect.isawaitable(x):
-        return await x
-    return x
-
-
-# AsyncImage method -> (module, function) of the H5 modules it delegates to; used when
-# the image class does not (yet) carry the wrapper.
-_DELEGATES = {
-    "list_snaps": ("snapshot", "list_snaps"),
-    "is_protected_snap": ("snapshot", "is_protected"),
-    "create_snap": ("snapshot", "create"),
-    "remove_snap": ("snapshot", "remove"),
-    "rename_snap": ("snapshot", "rename"),
-    "rollback_to_snap": ("snapshot", "rollback"),
-    "protect_snap": ("snapshot", "protect"),
-    "unprotect_snap": ("snapshot", "unprotect"),
-    "flatten": ("clone", "flatten"),
-    "list_children2": ("clone", "list_children2"),
-}
-
-
-async def image_op(img: Any, method: str, *a: Any, **kw: Any) -> Any:
-    """``await img.<method>(*a, **kw)``; if the image class has no such method, the
-    snapshot/clone module function it delegates to (``snapshot.create(img, ...)``)."""
-    fn = getattr(img, method, None)
-    if fn is not None:
-        return await _call(fn(*a, **kw))
-    import importlib
-
-    mod, name = _DELEGATES[method]
-    return await _call(getattr(importlib.import_module(f"pyceph.rbd.{mod}"), name)(img, *a, **kw))
-
-
-async def rbd_clone(*a: Any, **kw: Any) -> Any:
-    """``AsyncRBD().clone`` (or :func:`pyceph.rbd.clone.clone`)."""
-    rbd = AsyncRBD()
-    if hasattr(rbd, "clone"):
-        return await rbd.clone(*a, **kw)
-    from ..rbd import clone as clone_mod
-
-    return await clone_mod.clone(*a, **kw)
-
 
 @contextlib.contextmanager
 def failing(message: str) -> Iterator[None]:
@@ -188,16 +143,10 @@ def _want_json(args) -> bool:
     return fmt == "json"
 
 
-def _ctime(ts: Any) -> str:
-    """A snapshot/image timestamp as rbd prints it (``ctime()`` without the newline); "" if unset."""
-    if ts is None:
-        return ""
-    if hasattr(ts, "timestamp"):
-        sec = int(ts.timestamp())
-    elif isinstance(ts, (tuple, list)):
-        sec = int(ts[0])
-    else:
-        sec = int(ts)
+def _ctime(ts: tuple[int, int]) -> str:
+    """A snapshot's ``(sec, nsec)`` timestamp as rbd prints it (``ctime()`` without the
+    newline); "" if unset."""
+    sec = int(ts[0])
     return time.ctime(sec) if sec else ""
 
 
@@ -258,35 +207,24 @@ def _ns_name(t: Any) -> str:
     return SNAP_NAMESPACE_NAMES.get(t, "unknown")
 
 
-async def list_user_snaps(img, with_protection: bool = True, all_namespaces: bool = False) -> list[dict]:
+async def list_user_snaps(img, all_namespaces: bool = False) -> list[dict]:
     """The image's snapshots, by id: ``id, name, size, protected (bool), timestamp
-    (rbd's ctime text, "" if unknown), namespace ({"type": name}; trash snapshots add
-    original_name)``; only user snapshots unless
-    ``all_namespaces``.  Reads ``img.list_snaps()`` (python-rbd dicts, H5's snap_dict)
-    and asks ``is_protected_snap`` where the dict has no flag."""
+    (rbd's ctime text, "" if unset), namespace ({"type": name}; trash snapshots add
+    original_name)``; only user snapshots unless ``all_namespaces``.  Reads
+    ``img.list_snaps()`` (:func:`pyceph.rbd.snapshot.snap_dict` dicts)."""
     out = []
-    for s in await image_op(img, "list_snaps"):
+    for s in await img.list_snaps():
         ns = s.get("namespace", SNAP_NAMESPACE_USER)
-        if isinstance(ns, dict):
-            ns = ns.get("type", SNAP_NAMESPACE_USER)
-        user = ns in (SNAP_NAMESPACE_USER, "user", None)
+        user = ns == SNAP_NAMESPACE_USER
         if not user and not all_namespaces:
             continue
-        prot = s.get("protected") if user else False
-        if prot is None and with_protection:
-            prot = await image_op(img, "is_protected_snap", s["name"])
-        if isinstance(prot, str):
-            prot = prot == "true"
-        ts = s.get("timestamp")
-        if ts is None and hasattr(img, "get_snap_timestamp"):
-            with contextlib.suppress(Exception):
-                ts = await _call(img.get_snap_timestamp(s["id"]))
         nsinfo: dict[str, Any] = {"type": "user" if user else _ns_name(s.get("namespace_name") or ns)}
         trash = s.get("trash")
         if nsinfo["type"] == "trash" and isinstance(trash, dict):
             nsinfo["original_name"] = trash.get("original_name", "")  # Pacific prints only the name
         out.append({"id": int(s["id"]), "name": s["name"], "size": int(s["size"]),
-                    "protected": bool(prot), "timestamp": _ctime(ts), "namespace": nsinfo})
+                    "protected": user and bool(s["protected"]), "timestamp": _ctime(s["timestamp"]),
+                    "namespace": nsinfo})
     out.sort(key=lambda d: d["id"])
     return out
 
@@ -322,7 +260,7 @@ async def parent_of(img) -> dict | None:
     io, hdr = img.ioctx, img.header_oid
     if not img.features() & RBD_FEATURE_LAYERING:
         return None
-    snap_id = getattr(img, "snap_id", CEPH_NOSNAP)
+    snap_id = img.snap_id
     try:
         spec = await cls.parent_get(io, hdr)
         overlap = await cls.parent_overlap_get(io, hdr, snap_id) if spec.exists() else None
@@ -374,13 +312,8 @@ async def list_lockers(io, header_oid: str) -> tuple[list[dict], bool, str]:
 
 
 async def list_watchers(io, oid: str) -> list[Any]:
-    """Watchers of ``oid`` (``ioctx.list_watchers`` or a LIST_WATCHERS op)."""
-    if hasattr(io, "list_watchers"):
-        return await io.list_watchers(oid)
-    from ..osd import ops as O
-
-    reply = await io.operate(oid, [O.list_watchers()], write=False)
-    return O.decode_list_watchers(reply[0].outdata)
+    """Watchers of ``oid``."""
+    return await io.list_watchers(oid)
 
 
 # -- create / ls / info / rm ------------------------------------------------------------
@@ -503,7 +436,7 @@ async def image_info(img, name: str) -> dict:
     info = dict(img.info_json(name))
     if img.snap_name is not None and "protected" not in info:
         with contextlib.suppress(Exception):
-            info["protected"] = "true" if await image_op(img, "is_protected_snap", img.snap_name) else "false"
+            info["protected"] = "true" if await img.is_protected_snap(img.snap_name) else "false"
     if "parent" not in info:
         parent = await parent_of(img)
         if parent is not None:
@@ -566,11 +499,7 @@ def cmd_rm(args) -> int:
     async def go(r):
         io = await _ioctx(r, spec.pool, spec.namespace)
         with failing("delete error"), prog:
-            rbd = AsyncRBD()
-            if "on_progress" in inspect.signature(rbd.remove).parameters:
-                await rbd.remove(io, spec.image, on_progress=prog.update)
-            else:
-                await rbd.remove(io, spec.image)
+            await AsyncRBD().remove(io, spec.image, on_progress=prog.update)
 
     try:
         _run(args, go)
@@ -658,7 +587,7 @@ def cmd_snap_create(args) -> int:
 
     async def go(img):
         with failing("failed to create snapshot"), prog:
-            await image_op(img, "create_snap", spec.snap)
+            await img.create_snap(spec.snap)
 
     _run(args, _head(spec, go))
     return 0
@@ -683,7 +612,7 @@ def cmd_snap_rm(args) -> int:
             with failing("failed to remove snapshot"), prog:
                 if args.force:
                     await _force_unprotect(img, spec.snap)
-                await image_op(img, "remove_snap", spec.snap)
+                await img.remove_snap(spec.snap)
         except CliError as e:
             if e.errno == errno.EBUSY:
                 raise CliError(f"snapshot '{spec.snap}' is protected from removal.", errno=errno.EBUSY) from e
@@ -695,7 +624,7 @@ def cmd_snap_rm(args) -> int:
 
 async def _force_unprotect(img, snap: str) -> None:
     """``snap rm --force``: flatten the snapshot's children, then unprotect it."""
-    if not await image_op(img, "is_protected_snap", snap):
+    if not await img.is_protected_snap(snap):
         return
     r = img.ioctx.rados
     simg = await AsyncImage.open(img.ioctx, img.name, read_only=True, snapshot=snap)
@@ -709,10 +638,10 @@ async def _force_unprotect(img, snap: str) -> None:
         cio = await r.open_ioctx(c["pool"], c["pool_namespace"])
         child = await AsyncImage.open(cio, c["image"])
         try:
-            await image_op(child, "flatten")
+            await child.flatten()
         finally:
             await child.close()
-    await image_op(img, "unprotect_snap", snap)
+    await img.unprotect_snap(snap)
 
 
 def cmd_snap_purge(args) -> int:
@@ -733,7 +662,7 @@ def cmd_snap_purge(args) -> int:
                       "with `rbd snap unprotect`.")
             try:
                 for i, s in enumerate(todo):
-                    await image_op(img, "remove_snap", s["name"])
+                    await img.remove_snap(s["name"])
                     prog.update(i + 1, len(snaps))
             except BaseException:
                 prog.fail()
@@ -753,7 +682,7 @@ def cmd_snap_rollback(args) -> int:
 
     async def go(img):
         with failing("rollback failed"), prog:
-            await image_op(img, "rollback_to_snap", spec.snap, on_progress=prog.update)
+            await img.rollback_to_snap(spec.snap, on_progress=prog.update)
 
     _run(args, _head(spec, go))
     return 0
@@ -764,9 +693,9 @@ def cmd_snap_protect(args) -> int:
 
     async def go(img):
         with failing("protecting snap failed"):
-            if await image_op(img, "is_protected_snap", spec.snap):
+            if await img.is_protected_snap(spec.snap):
                 raise CliError("snap is already protected", errno=errno.EBUSY)
-            await image_op(img, "protect_snap", spec.snap)
+            await img.protect_snap(spec.snap)
 
     _run(args, _head(spec, go))
     return 0
@@ -777,9 +706,9 @@ def cmd_snap_unprotect(args) -> int:
 
     async def go(img):
         with failing("unprotecting snap failed"):
-            if not await image_op(img, "is_protected_snap", spec.snap):
+            if not await img.is_protected_snap(spec.snap):
                 raise CliError("snap is already unprotected", errno=errno.EINVAL)
-            await image_op(img, "unprotect_snap", spec.snap)
+            await img.unprotect_snap(spec.snap)
 
     _run(args, _head(spec, go))
     return 0
@@ -804,7 +733,7 @@ def cmd_snap_rename(args) -> int:
 
     async def go(img):
         with failing("renaming snap failed"):
-            await image_op(img, "rename_snap", src.snap, dst.snap)
+            await img.rename_snap(src.snap, dst.snap)
 
     _run(args, _head(src, go))
     return 0
@@ -834,8 +763,8 @@ def cmd_clone(args) -> int:
         pio = await _ioctx(r, src.pool, src.namespace)
         cio = await _ioctx(r, dst.pool, dst.namespace)
         with failing("clone error"):
-            await rbd_clone(pio, src.image, src.snap, cio, dst.image, features=features, order=order,
-                                   stripe_unit=su, stripe_count=args.stripe_count, clone_format=clone_format)
+            await AsyncRBD().clone(pio, src.image, src.snap, cio, dst.image, features=features, order=order,
+                                  stripe_unit=su, stripe_count=args.stripe_count, clone_format=clone_format)
 
     _run(args, go)
     return 0
@@ -847,7 +776,7 @@ def cmd_flatten(args) -> int:
 
     async def go(img):
         with failing("flatten error"), prog:
-            await image_op(img, "flatten", on_progress=prog.update)
+            await img.flatten(on_progress=prog.update)
 
     _with_image(args, spec, False, go)
     return 0
@@ -856,17 +785,8 @@ def cmd_flatten(args) -> int:
 async def children_of(img) -> list[dict]:
     """Children of the open snapshot ``img`` as python-rbd's ``list_children2``
     dicts: ``pool, pool_namespace, image, id, trash``."""
-    if hasattr(img, "list_children2") or not hasattr(img, "list_children"):
-        raw = await image_op(img, "list_children2")
-        out = []
-        for c in raw:
-            out.append({"pool": c.get("pool") or c.get("pool_name", ""),
-                        "pool_namespace": c.get("pool_namespace", ""),
-                        "image": c.get("image") or c.get("image_name", ""),
-                        "id": c.get("id") or c.get("image_id", ""), "trash": bool(c.get("trash", False))})
-        return out
-    raw = await _call(img.list_children())
-    return [{"pool": p, "pool_namespace": "", "image": n, "id": "", "trash": False} for p, n in raw]
+    return [{"pool": c["pool"], "pool_namespace": c["pool_namespace"], "image": c["image"], "id": c["id"],
+             "trash": bool(c["trash"])} for c in await img.list_children2()]
 
 
 async def _children_tree(r, spec: ImageSpec, descendants: bool) -> list[dict]:
@@ -875,7 +795,7 @@ async def _children_tree(r, spec: ImageSpec, descendants: bool) -> list[dict]:
     io = await _ioctx(r, spec.pool, spec.namespace)
     head = await _open_image(io, spec.image, read_only=True)
     try:
-        snaps = [spec.snap] if spec.snap else [s["name"] for s in await list_user_snaps(head, False)]
+        snaps = [spec.snap] if spec.snap else [s["name"] for s in await list_user_snaps(head)]
     finally:
         await head.close()
     result: list[dict] = []
@@ -1105,25 +1025,21 @@ def cmd_object_map(args) -> int:
 
 
 async def object_map_op(img, check: bool, on_progress) -> list:
-    """``object-map check|rebuild`` of the open image (or snapshot) through H3's
+    """``object-map check|rebuild`` of the open image (or snapshot) through
     :class:`ObjectMap`: HEAD under our exclusive lock (the map the image loaded when it
     took the lock), a snapshot's map loaded on its own.  Returns the mismatches
     (``check``) after printing librbd's ``object map error`` lines for them."""
-    try:
-        from ..rbd.object_map import ObjectMap
-    except ImportError as e:
-        raise errors.FunctionNotSupported(f"pyceph.rbd.object_map is not available: {e}") from None
-    snap_id = getattr(img, "snap_id", CEPH_NOSNAP)
+    snap_id = img.snap_id
     if snap_id == CEPH_NOSNAP:
         await img.acquire_lock()
-        om = getattr(img, "object_map", None)
+        om = img.object_map
         if om is None:
             raise errors.ImageBusy("the image's object map is not loaded (exclusive lock not held)")
     else:
         om = ObjectMap(img.ioctx, img.image_id, snap_id, header_oid=img.header_oid,
                        fast_diff=bool(img.features() & RBD_FEATURE_FAST_DIFF))
         await om.load(img.num_objects())
-    snap_ids = list(getattr(img.snapc, "snaps", []) or [])
+    snap_ids = list(img.snapc.snaps)
     args = (img.num_objects(), img.object_prefix, snap_ids)
     if not check:
         await om.rebuild(*args, on_progress=on_progress)

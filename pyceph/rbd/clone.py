@@ -54,13 +54,11 @@ from .features import (
     RBD_OPERATION_FEATURE_CLONE_CHILD,
 )
 from ..osdmap.osdmap import CEPH_RELEASE_NAMES
+from .image import RBD_DIRECTORY, RBD_ID_PREFIX, AsyncImage, AsyncRBD, header_name
 from .striping import Layout, get_num_objects
 
 log = logging.getLogger("pyceph.rbd.clone")
 
-RBD_DIRECTORY = "rbd_directory"
-RBD_ID_PREFIX = "rbd_id."
-RBD_HEADER_PREFIX = "rbd_header."
 #: ``RBD_FEATURES_IMPLICIT_ENABLE`` (include/rbd/features.h, Pacific): never copied
 #: from the parent -- striping, data-pool, fast-diff, operations, migrating,
 #: non-primary, dirty-cache
@@ -74,10 +72,6 @@ ProgressFn = Callable[[int, int], Any]
 
 def _errno_of(ex: BaseException) -> int | None:
     return getattr(ex, "errno", None)
-
-
-def header_name(image_id: str) -> str:
-    return RBD_HEADER_PREFIX + image_id
 
 
 async def _pool_ioctx(rados: Any, pool_id: int, namespace: str = "") -> Any:
@@ -170,8 +164,6 @@ async def clone(
     FunctionNotSupported (errno ENOSYS: no layering), OSError(EXDEV) for a v1 clone
     across namespaces, or the errors of ``AsyncRBD.create``.
     """
-    from .image import AsyncRBD  # late: image imports the delegating wrappers
-
     if features is not None and features & ~RBD_FEATURES_ALL:
         raise FunctionNotSupported("librbd does not support requested features", errno=errno.ENOSYS)
     fmt = await default_clone_format(_rados_of(c_ioctx)) if clone_format is None else int(clone_format)
@@ -481,8 +473,6 @@ async def _remove_trashed_parent_snap(p_io: Any, spec: cls.ParentImageSpec) -> N
         return
     if info.snapshot_namespace.type != cls.SNAPSHOT_NAMESPACE_TYPE_TRASH or info.child_count:
         return
-    from .image import AsyncImage
-
     try:
         name = await cls.dir_get_name(p_io, RBD_DIRECTORY, spec.image_id)
     except ObjectNotFound:
@@ -495,7 +485,7 @@ async def _remove_trashed_parent_snap(p_io: Any, spec: cls.ParentImageSpec) -> N
         log.warning("cannot open parent %s to remove trashed snapshot %d: %s", name, spec.snap_id, ex)
         return
     try:
-        async with snap_mod.maintenance(parent):
+        async with parent.maintenance_op():
             await snap_mod.remove_by_id(parent, info)
         await snap_mod.notify_header_update(parent)
     except Error as ex:
@@ -508,7 +498,7 @@ async def detach_from_parent(ioctx: Any, img: Any) -> None:
     """Unlink image ``img`` (about to be removed) from its parent: the child link
     (v1 ``rbd_children`` / v2 parent header) of the oldest snapshot or the head, as
     librbd's RemoveRequest does through DetachChildRequest.  No-op without a parent."""
-    header = getattr(img, "header_oid", None) or header_name(img.image_id)
+    header = img.header_oid
     spec, _ = await parent_link(ioctx, header)
     if not spec.exists():
         return
@@ -526,7 +516,7 @@ async def detach_from_parent(ioctx: Any, img: Any) -> None:
 async def flatten(img: Any, on_progress: ProgressFn | None = None) -> None:
     """Copy every parent-backed object into the clone, then cut the parent link.
 
-    ``on_progress(done, total)`` after each object.  Needs ``img.copyup_object``.
+    ``on_progress(done, total)`` after each object.
     Raises InvalidArgumentError ("image has no parent"), ReadOnlyImage, or the
     ioctx's errors.
     """
@@ -535,11 +525,8 @@ async def flatten(img: Any, on_progress: ProgressFn | None = None) -> None:
     spec, overlap = await parent_link(io, hdr)
     if not spec.exists() or overlap is None:
         raise InvalidArgumentError(f"image {img.name!r} has no parent", errno=errno.EINVAL)
-    await snap_mod.acquire_lock(img)
+    await img.acquire_lock()
     features = snap_mod.features_of(img)
-    copyup = getattr(img, "copyup_object", None)
-    if copyup is None:
-        raise FunctionNotSupported("flatten needs AsyncImage.copyup_object")
     layout: Layout = img.layout
     total = get_num_objects(layout, min(overlap, img.size()))
     deep = bool(features & RBD_FEATURE_DEEP_FLATTEN)
@@ -549,7 +536,7 @@ async def flatten(img: Any, on_progress: ProgressFn | None = None) -> None:
     async def one(objectno: int) -> None:
         nonlocal done
         async with sem:
-            await copyup(objectno, deep)
+            await img.copyup_object(objectno, deep)
         done += 1
         if on_progress is not None:
             on_progress(done, total)
@@ -568,5 +555,5 @@ async def flatten(img: Any, on_progress: ProgressFn | None = None) -> None:
     except ObjectNotFound:
         pass  # another flatten finished first
     log.info("flattened %s (%d objects)", img.name, total)
-    await snap_mod.refresh(img)
+    await img.refresh()
     await snap_mod.notify_header_update(img)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from ..encoding import Decoder, Encoder
 from ..errors import DecodeError
+from ..osd import ops as O
 from ..types import EntityAddr, EntityNameT
 
 #: ``CEPH_NOSNAP``: the image head (not a snapshot)
@@ -813,7 +814,8 @@ async def lock_assert_locked(ioctx: ClsIoctx, oid: str, op: AssertOp) -> None:
     await ioctx.execute(oid, "lock", "assert_locked", op.encode(Encoder()).bytes(), read_only=True)
 
 
-# === section: H3 object map ===
+# ---------------------------------------------------------------------------
+# object map (cls_rbd object_map_*, set_flags)
 # Object-map methods of cls_rbd (rbd_object_map.<id>[.<snap>]) and set_flags on the
 # header: payloads as src/cls/rbd/cls_rbd_client.cc builds them.  The BitVector<2>
 # codec itself lives in pyceph.rbd.object_map.
@@ -850,15 +852,24 @@ async def object_map_load(ioctx: ClsIoctx, oid: str) -> bytes:
     return await _exec(ioctx, oid, "object_map_load")
 
 
+async def object_map_update(ioctx: ClsIoctx, oid: str, start: int, end: int, new_state: int,
+                            current_state: int | None = None) -> None:
+    """Update a (snapshot) object map object directly, without lock assertion
+    (librbd's ``ObjectMap::aio_update`` with a snap id)."""
+    await _exec(ioctx, oid, "object_map_update",
+                encode_object_map_update(start, end, new_state, current_state), False)
 
-# === section: H4 image core ===
-# Header updates the image core makes (resize, feature enable/disable) and the
-# copy-up payload (src/cls/rbd/cls_rbd_client.cc, Pacific).  The ``*_op`` builders
-# return a list of OSD ops so callers can put them in one compound op (e.g. after
+
+async def object_map_resize(ioctx: ClsIoctx, oid: str, object_count: int, default_state: int) -> None:
+    """Create (if missing) and resize an object map object (object_map/CreateRequest.cc)."""
+    await _exec(ioctx, oid, "object_map_resize", encode_object_map_resize(object_count, default_state), False)
+
+
+# ---------------------------------------------------------------------------
+# header updates (set_size, set_features) and copy-up
+# Payloads as src/cls/rbd/cls_rbd_client.cc (Pacific) builds them.  The ``*_op``
+# builders return OSD ops so callers can put them in one compound op (e.g. after
 # cls_lock ``assert_locked``, as librbd's ResizeRequest does).
-
-#: ``cls_lock`` type of the exclusive lock (``ClsLockType::EXCLUSIVE``)
-LOCK_EXCLUSIVE = 1
 
 
 def encode_set_size(size: int) -> bytes:
@@ -871,46 +882,19 @@ def encode_set_features(features: int, mask: int) -> bytes:
     return Encoder().u64(features).u64(mask).bytes()
 
 
-def encode_header_set_flags(flags: int, mask: int, snap_id: int = CEPH_NOSNAP) -> bytes:
-    """``rbd.set_flags``: u64 flags, u64 mask, u64 snap_id (CEPH_NOSNAP: the head)."""
-    return Encoder().u64(flags).u64(mask).u64(snap_id).bytes()
-
-
-def encode_object_map_update_range(start: int, end: int, new_state: int, current_state: int | None = None) -> bytes:
-    """``rbd.object_map_update``: u64 start, u64 end (exclusive), u8 state,
-    ``boost::optional<u8>`` current state (only objects in that state change)."""
-    e = Encoder().u64(start).u64(end).u8(new_state)
-    if current_state is None:
-        e.u8(0)
-    else:
-        e.u8(1).u8(current_state)
-    return e.bytes()
-
-
-def encode_object_map_resize_count(object_count: int, default_state: int) -> bytes:
-    """``rbd.object_map_resize``: u64 object count, u8 state of new entries."""
-    return Encoder().u64(object_count).u8(default_state).bytes()
-
-
 def assert_locked_op(cookie: str, name: str = "rbd_lock", tag: str = "internal") -> Any:
     """The ``lock.assert_locked`` OSD op librbd puts before header/object-map updates
     made as the exclusive-lock owner (``ExclusiveLock::assert_header_locked``)."""
-    from ..osd import ops as O
-
     return O.call("lock", "assert_locked", AssertOp(name, LOCK_EXCLUSIVE, cookie, tag).encode(Encoder()).bytes())
 
 
 def set_size_op(size: int) -> Any:
-    from ..osd import ops as O
-
     return O.call("rbd", "set_size", encode_set_size(size))
 
 
 def copyup_op(data: bytes) -> Any:
     """``rbd.copyup``: write ``data`` at offset 0 unless the object exists (then a no-op);
     empty data creates nothing (cls_rbd.cc ``copyup``)."""
-    from ..osd import ops as O
-
     return O.call("rbd", "copyup", bytes(data))
 
 
@@ -922,25 +906,8 @@ async def set_features(ioctx: ClsIoctx, oid: str, features: int, mask: int) -> N
     await _exec(ioctx, oid, "set_features", encode_set_features(features, mask), False)
 
 
-async def header_set_flags(ioctx: ClsIoctx, oid: str, flags: int, mask: int, snap_id: int = CEPH_NOSNAP) -> None:
-    await _exec(ioctx, oid, "set_flags", encode_header_set_flags(flags, mask, snap_id), False)
-
-
-async def object_map_update_range(ioctx: ClsIoctx, oid: str, start: int, end: int, new_state: int,
-                                  current_state: int | None = None) -> None:
-    """Update a (snapshot) object map object directly, without lock assertion
-    (librbd's ``ObjectMap::aio_update`` with a snap id)."""
-    await _exec(ioctx, oid, "object_map_update",
-                encode_object_map_update_range(start, end, new_state, current_state), False)
-
-
-async def object_map_resize_count(ioctx: ClsIoctx, oid: str, object_count: int, default_state: int) -> None:
-    """Create (if missing) and resize an object map object (object_map/CreateRequest.cc)."""
-    await _exec(ioctx, oid, "object_map_resize", encode_object_map_resize_count(object_count, default_state), False)
-
-
-
-# === section: H5 snapshots and clones ===
+# ---------------------------------------------------------------------------
+# snapshots, parents and children
 # Snapshot, parent/child and metadata payloads (src/cls/rbd/cls_rbd_client.cc,
 # Pacific).  ``rbd_children`` (v1 clones) lives in each pool; the v2 child list
 # lives in the parent's header, per snapshot.

@@ -35,6 +35,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from ..errors import Error, ImageNotFound, InvalidArgumentError, ObjectNotFound
 from . import cls_client as cls
 from .features import RBD_FEATURE_FAST_DIFF, RBD_FLAG_FAST_DIFF_INVALID
+from .image import AsyncImage
 from .object_map import (
     CEPH_NOSNAP,
     OBJECT_EXISTS_CLEAN,
@@ -446,8 +447,6 @@ async def _parent_data(img: DiffImage, whole_object: bool) -> Intervals:
     if parent is not None:
         await diff_iterate(parent, None, 0, img.parent_overlap, True, whole_object, add)
         return iv_norm(out)
-    from .image import AsyncImage  # lazy import: image.py may import this module
-
     spec = img.parent_spec
     p_ioctx = await img.ioctx.rados.open_ioctx(spec.pool_id)
     if getattr(spec, "pool_namespace", ""):
@@ -686,8 +685,6 @@ async def disk_usage_report(
     stderr lines (the :func:`disk_usage` warnings, ``specified image NAME is not
     found.``).  Raises ImageNotFound if ``image_name`` does not exist, and what
     :func:`disk_usage` raises."""
-    from .image import AsyncImage
-
     listing: dict[str, str] = {}
     try:
         while True:

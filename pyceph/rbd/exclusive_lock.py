@@ -57,7 +57,9 @@ from .watch_notify import ClientId
 
 log = logging.getLogger("pyceph.rbd.lock")
 
+#: ``RBD_LOCK_NAME``: the cls_lock name on the header and on the HEAD map object
 RBD_LOCK_NAME = "rbd_lock"
+#: tag of the header's exclusive lock (``librbd::util::get_watcher_lock_tag``)
 RBD_LOCK_TAG = "internal"
 RBD_LOCK_COOKIE_PREFIX = "auto"
 

@@ -7,7 +7,7 @@ On-disk layout (``src/include/rbd_types.h``, ``drivers/block/rbd_types.h``):
 - ``rbd_header.<id>``: image metadata, read and written only through ``cls_rbd``;
 - ``rbd_data.<id>.%016x``: data objects, laid out by :mod:`pyceph.rbd.striping`.
 
-- ``rbd_object_map.<id>[.<snapid>]``: the object maps (H3's :mod:`pyceph.rbd.object_map`).
+- ``rbd_object_map.<id>[.<snapid>]``: the object maps (:mod:`pyceph.rbd.object_map`).
 
 The steps mirror librbd's ``src/librbd/image/CreateRequest.cc``,
 ``src/librbd/image/RemoveRequest.cc`` and ``src/librbd/image/RefreshRequest.cc``,
@@ -18,7 +18,7 @@ discard actions, assert_exists-guarded writes of clones) and
 ``DisableFeaturesRequest.cc`` (feature updates), and the kernel's
 ``drivers/block/rbd.c`` for the feature policy and the lazy exclusive lock
 (taken on the first write, released on request unless opened ``exclusive``;
-H2's :mod:`pyceph.rbd.exclusive_lock` and :mod:`pyceph.rbd.image_watcher`).  The ioctx is any
+:mod:`pyceph.rbd.exclusive_lock` and :mod:`pyceph.rbd.image_watcher`).  The ioctx is any
 object with the AsyncIoctx coroutine methods (``read``, ``write``, ``remove``,
 ``create``, ``execute`` ...); concurrency uses asyncio (tasks bounded by a semaphore).
 """
@@ -48,6 +48,8 @@ from ..errors import (
 )
 from ..osd import ops as O
 from . import cls_client as cls
+from . import snapshot
+from .exclusive_lock import RBD_LOCK_NAME, ExclusiveLock
 from .features import (
     PYCEPH_FEATURES_CREATE,
     PYCEPH_FEATURES_DEFAULT,
@@ -74,7 +76,17 @@ from .features import (
     flag_names,
     op_feature_names,
 )
+from .image_watcher import ImageWatcher
+from .object_map import (
+    OBJECT_EXISTS,
+    OBJECT_EXISTS_CLEAN,
+    OBJECT_NONEXISTENT,
+    OBJECT_PENDING,
+    ObjectMap,
+    object_map_name,
+)
 from .striping import (
+    RBD_DATA_PREFIX,
     Layout,
     ObjectExtent,
     data_object_name,
@@ -82,13 +94,11 @@ from .striping import (
     get_num_objects,
     layout_to_extents,
 )
+from .watch_notify import NotifyMessage
 
 RBD_DIRECTORY = "rbd_directory"
 RBD_ID_PREFIX = "rbd_id."
 RBD_HEADER_PREFIX = "rbd_header."
-RBD_DATA_PREFIX = "rbd_data."
-RBD_OBJECT_MAP_PREFIX = "rbd_object_map."
-RBD_LOCK_NAME = "rbd_lock"
 #: librbd.h ``rbd_lock_mode_t``
 RBD_LOCK_MODE_EXCLUSIVE = 0
 RBD_LOCK_MODE_SHARED = 1
@@ -285,7 +295,7 @@ class AsyncRBD:
                 # CreateRequest::object_map_resize: every object NONEXISTENT
                 layout = Layout.from_order(order, stripe_unit, stripe_count)
                 undo.append(lambda: ioctx.remove(object_map_name(image_id)))
-                await _create_object_map(ioctx, image_id, get_num_objects(layout, size))
+                await ObjectMap(ioctx, image_id, cls.CEPH_NOSNAP, lambda: None).create(get_num_objects(layout, size))
         except BaseException:
             await rollback()
             raise
@@ -315,8 +325,8 @@ class AsyncRBD:
         same removal; the end state is the same): refuses while another client
         holds the exclusive lock or watches the header ("image still has
         watchers") or while snapshots exist; removes the data objects (librbd's
-        TrimRequest), detaches a clone from its parent (H5's
-        ``clone.detach_from_parent``), then the object maps (head and snapshots),
+        TrimRequest), detaches a clone from its parent
+        (:func:`pyceph.rbd.clone.detach_from_parent`), then the object maps (head and snapshots),
         header, id object and directory entry.  ``on_progress(done, total)`` counts
         data objects.  Raises ImageNotFound, ImageHasSnapshots (ENOTEMPTY),
         ImageBusy (EBUSY), FeatureNotSupported (journaling, data pool or migration),
@@ -358,16 +368,14 @@ class AsyncRBD:
                     f"image {name!r} has {len(snapc.snaps)} snapshot(s); remove them first",
                     errno=errno.ENOTEMPTY,
                 )
-            list_watchers = getattr(ioctx, "list_watchers", None)
-            if list_watchers is not None:
-                try:
-                    watchers = await list_watchers(header)
-                except ObjectNotFound:
-                    watchers = []
-                if watchers:
-                    who = ", ".join(str(getattr(w, "name", w)) for w in watchers)
-                    raise ImageBusy(f"image {name!r} still has watchers ({who}); not removing",
-                                    errno=errno.EBUSY)
+            try:
+                watchers = await ioctx.list_watchers(header)
+            except ObjectNotFound:
+                watchers = []
+            if watchers:
+                who = ", ".join(str(w.name) for w in watchers)
+                raise ImageBusy(f"image {name!r} still has watchers ({who}); not removing",
+                                errno=errno.EBUSY)
             size, order = await cls.get_size(ioctx, header)
             su, sc = 0, 0
             if features & RBD_FEATURE_STRIPINGV2:
@@ -415,17 +423,17 @@ class AsyncRBD:
         stripe_count: int | None = None,
         clone_format: int | None = None,
     ) -> None:
-        """Clone ``p_name@p_snapname`` into ``c_name`` (H5's ``clone.clone``; python-rbd
-        ``RBD.clone``).  Raises ImageNotFound, InvalidArgumentError (snapshot not
+        """Clone ``p_name@p_snapname`` into ``c_name`` (:func:`pyceph.rbd.clone.clone`;
+        python-rbd ``RBD.clone``).  Raises ImageNotFound, InvalidArgumentError (snapshot not
         protected for v1 clones), ImageExists, FeatureNotSupported."""
-        from . import clone as clone_mod  # H5
+        from . import clone as clone_mod  # lazy: clone imports this module
 
         await clone_mod.clone(p_ioctx, p_name, p_snapname, c_ioctx, c_name, features=features, order=order,
                               stripe_unit=stripe_unit, stripe_count=stripe_count, clone_format=clone_format)
 
 
 async def _detach_from_parent(ioctx: Any, name: str, image_id: str) -> None:
-    """Unlink a clone being removed from its parent (H5's ``clone.detach_from_parent``)."""
+    """Unlink a clone being removed from its parent (:func:`pyceph.rbd.clone.detach_from_parent`)."""
     try:
         spec = await cls.parent_get(ioctx, header_name(image_id))
     except FunctionNotSupported:
@@ -434,25 +442,13 @@ async def _detach_from_parent(ioctx: Any, name: str, image_id: str) -> None:
         return
     if not spec.exists():
         return
-    from . import clone as clone_mod  # H5
+    from . import clone as clone_mod  # lazy: clone imports this module
 
     img = await AsyncImage.open(ioctx, name, read_only=True, image_id=image_id, open_parent=False)
     try:
         await clone_mod.detach_from_parent(ioctx, img)
     finally:
         await img.close()
-
-
-async def _create_object_map(ioctx: Any, image_id: str, num_objects: int) -> None:
-    """The head object map of a new image (H3's ``ObjectMap.create`` when present)."""
-    try:
-        from .object_map import ObjectMap  # H3
-    except ImportError:
-        ObjectMap = None  # noqa: N806
-    if ObjectMap is not None and hasattr(ObjectMap, "create"):
-        await ObjectMap(ioctx, image_id, cls.CEPH_NOSNAP, lambda: None).create(num_objects)
-        return
-    await cls.object_map_resize_count(ioctx, object_map_name(image_id), num_objects, OBJECT_NONEXISTENT)
 
 
 def _validate_create_features(features: int) -> None:
@@ -550,25 +546,11 @@ def prune_discard_extent(offset: int, length: int, object_size: int, granularity
     return offset, length
 
 
-# object map states (src/include/rbd/object_map_types.h); H3's module has the same
-OBJECT_NONEXISTENT = 0
-OBJECT_EXISTS = 1
-OBJECT_PENDING = 2
-OBJECT_EXISTS_CLEAN = 3
-
 #: librbd's ``rbd_discard_granularity_bytes`` default (Pacific)
 RBD_DISCARD_GRANULARITY_BYTES = 64 * 1024
 
 # ObjectDiscardRequest actions (librbd io/ObjectRequest.h)
 _WRITE, _REMOVE, _CREATE_TRUNCATE, _TRUNCATE, _ZERO = "write", "remove", "create+truncate", "truncate", "zero"
-
-
-def object_map_name(image_id: str, snap_id: int = cls.CEPH_NOSNAP) -> str:
-    """``rbd_object_map.<id>`` / ``rbd_object_map.<id>.%016x`` (librbd ObjectMap::object_map_name)."""
-    name = RBD_OBJECT_MAP_PREFIX + image_id
-    if snap_id != cls.CEPH_NOSNAP:
-        name += f".{snap_id:016x}"
-    return name
 
 
 class AsyncImage:
@@ -580,9 +562,9 @@ class AsyncImage:
     ``flush`` only waits for writes still running in other tasks.
 
     Read-write opens of images with exclusive-lock watch the header
-    (:attr:`watcher`, H2's ImageWatcher) and take the lock (:attr:`exclusive_lock`)
+    (:attr:`watcher`, an ImageWatcher) and take the lock (:attr:`exclusive_lock`)
     lazily on the first write/discard/resize, as krbd does; while the lock is held
-    the object map (:attr:`object_map`, H3's ObjectMap) is loaded and kept in step
+    the object map (:attr:`object_map`, an ObjectMap) is loaded and kept in step
     with every write.  Clones read through :attr:`parent_image` within the parent
     overlap and copy up on the first write of an object.
     """
@@ -883,14 +865,10 @@ class AsyncImage:
         return self.exclusive_lock is not None
 
     async def _start_watch(self) -> None:
-        from .image_watcher import ImageWatcher
-
         self.watcher = ImageWatcher(self.ioctx, self.header_oid, self._on_header_update)
         await self.watcher.start()
 
     async def _start_exclusive_lock(self) -> None:
-        from .exclusive_lock import ExclusiveLock
-
         if self.watcher is None:
             await self._start_watch()
         self.exclusive_lock = ExclusiveLock(
@@ -928,8 +906,6 @@ class AsyncImage:
             return
         await self.refresh()
         if self._features & RBD_FEATURE_OBJECT_MAP and self.snap_id == cls.CEPH_NOSNAP:
-            from .object_map import ObjectMap  # H3
-
             await self._drop_object_map()
             om = ObjectMap(self.ioctx, self.image_id, cls.CEPH_NOSNAP, self.lock_cookie,
                            fast_diff=bool(self._features & RBD_FEATURE_FAST_DIFF), flags=self._flags,
@@ -963,18 +939,11 @@ class AsyncImage:
         if self.watcher is not None:
             await self.watcher.notify_header_update()
             return
+        payload = NotifyMessage.header_update().encode()
         try:
-            from .watch_notify import NotifyMessage  # H2
-
-            payload = NotifyMessage.header_update().encode()
-        except Exception:  # noqa: BLE001
-            return
-        notify = getattr(self.ioctx, "notify", None)
-        if notify is not None:
-            try:
-                await notify(self.header_oid, payload)
-            except Exception:  # noqa: BLE001 - a missed notify only delays peers' refresh
-                pass
+            await self.ioctx.notify(self.header_oid, payload)
+        except Exception:  # noqa: BLE001 - a missed notify only delays peers' refresh
+            pass
 
     # -- I/O gating (librbd's ImageDispatcher block_writes) ----------------------------
     async def _start_write(self) -> int:
@@ -1439,8 +1408,8 @@ class AsyncImage:
             for idx, sid in enumerate(snap_ids):
                 st = OBJECT_EXISTS_CLEAN if (fast_diff and idx > 0) else OBJECT_EXISTS
                 try:
-                    await cls.object_map_update_range(self.ioctx, object_map_name(self.image_id, sid),
-                                                      objectno, objectno + 1, st)
+                    await cls.object_map_update(self.ioctx, object_map_name(self.image_id, sid),
+                                                objectno, objectno + 1, st)
                 except ObjectNotFound:
                     pass
         cu_data = b"" if is_zero else data
@@ -1690,22 +1659,20 @@ class AsyncImage:
             if flags:
                 snaps = await self._all_snap_ids_and_sizes()
                 for sid, _ in snaps:
-                    await cls.header_set_flags(io, hdr, flags, flags, sid)
-                await cls.header_set_flags(io, hdr, flags, flags, cls.CEPH_NOSNAP)
+                    await cls.set_flags(io, hdr, flags, flags, sid)
+                await cls.set_flags(io, hdr, flags, flags, cls.CEPH_NOSNAP)
             await cls.set_features(io, hdr, new, mask)
             if features & RBD_FEATURE_OBJECT_MAP and not cur & RBD_FEATURE_OBJECT_MAP:
                 for sid, size in await self._all_snap_ids_and_sizes():
-                    await cls.object_map_resize_count(io, object_map_name(self.image_id, sid),
-                                                      get_num_objects(self.layout, size), OBJECT_NONEXISTENT)
-                await cls.object_map_resize_count(io, object_map_name(self.image_id), self.num_objects(),
-                                                  OBJECT_NONEXISTENT)
+                    await cls.object_map_resize(io, object_map_name(self.image_id, sid),
+                                                get_num_objects(self.layout, size), OBJECT_NONEXISTENT)
+                await cls.object_map_resize(io, object_map_name(self.image_id), self.num_objects(),
+                                            OBJECT_NONEXISTENT)
             await self.refresh()
         await self.notify_header_update()
         if features & RBD_FEATURE_EXCLUSIVE_LOCK and self.exclusive_lock is None and not self.read_only:
             await self._start_exclusive_lock()
         elif features & RBD_FEATURE_OBJECT_MAP and self._lock_ready:
-            from .object_map import ObjectMap  # H3
-
             await self._drop_object_map()
             om = ObjectMap(self.ioctx, self.image_id, cls.CEPH_NOSNAP, self.lock_cookie,
                            fast_diff=bool(self._features & RBD_FEATURE_FAST_DIFF), flags=self._flags,
@@ -1742,17 +1709,15 @@ class AsyncImage:
             await cls.set_features(io, hdr, new, mask)
             if flags:
                 for sid in list(self.snapc.snaps):
-                    await _ignore_enoent(cls.header_set_flags(io, hdr, 0, flags, sid))
-                await cls.header_set_flags(io, hdr, 0, flags, cls.CEPH_NOSNAP)
+                    await _ignore_enoent(cls.set_flags(io, hdr, 0, flags, sid))
+                await cls.set_flags(io, hdr, 0, flags, cls.CEPH_NOSNAP)
             await self.refresh()
         await self.notify_header_update()
         if features & RBD_FEATURE_EXCLUSIVE_LOCK and self.exclusive_lock is not None:
             await self._stop_exclusive_lock()
 
     async def rebuild_object_map(self, on_progress: Callable[[int, int], Any] | None = None) -> None:
-        """``rbd object-map rebuild`` of the open image/snapshot (H3's ObjectMap.rebuild)."""
-        from .object_map import ObjectMap  # H3
-
+        """``rbd object-map rebuild`` of the open image/snapshot (:meth:`ObjectMap.rebuild`)."""
         if not self._features & RBD_FEATURE_OBJECT_MAP:
             raise InvalidArgumentError(f"image {self.name!r} does not have object-map enabled")
         if self.snap_id == cls.CEPH_NOSNAP:
@@ -1767,47 +1732,30 @@ class AsyncImage:
         await om.rebuild(self.num_objects(), self.object_prefix, snap_ids, on_progress=on_progress)
         await self.refresh()
 
-    # -- snapshots / clones (H5's modules) ----------------------------------------
+    # -- snapshots / clones (pyceph.rbd.snapshot, pyceph.rbd.clone) -----------------
     async def create_snap(self, name: str) -> None:
-        from . import snapshot  # H5
-
         await snapshot.create(self, name)
 
     async def remove_snap(self, name: str) -> None:
-        from . import snapshot  # H5
-
         await snapshot.remove(self, name)
 
     async def rename_snap(self, src: str, dst: str) -> None:
-        from . import snapshot  # H5
-
         await snapshot.rename(self, src, dst)
 
     async def rollback_to_snap(self, name: str, on_progress: Callable[[int, int], Any] | None = None) -> None:
-        from . import snapshot  # H5
-
         await snapshot.rollback(self, name, on_progress=on_progress)
 
     async def protect_snap(self, name: str) -> None:
-        from . import snapshot  # H5
-
         await snapshot.protect(self, name)
 
     async def unprotect_snap(self, name: str) -> None:
-        from . import snapshot  # H5
-
         await snapshot.unprotect(self, name)
 
     async def is_protected_snap(self, name: str) -> bool:
-        from . import snapshot  # H5
-
         return bool(await snapshot.is_protected(self, name))
 
     async def list_snaps(self) -> list[dict[str, Any]]:
-        from . import snapshot  # H5
-
-        fn = getattr(snapshot, "list_snaps", None) or getattr(snapshot, "list")
-        return list(await fn(self))
+        return list(await snapshot.list_snaps(self))
 
     async def set_snap(self, name: str | None) -> None:
         """Switch the open image to snapshot ``name`` (read-only from then on) or back
@@ -1836,23 +1784,19 @@ class AsyncImage:
         await self._open_parent()
 
     async def flatten(self, on_progress: Callable[[int, int], Any] | None = None) -> None:
-        from . import clone  # H5
+        from . import clone  # lazy: clone imports this module
 
         await clone.flatten(self, on_progress=on_progress)
 
     async def list_children(self) -> list[tuple[str, str]]:
-        from . import clone  # H5
+        from . import clone  # lazy: clone imports this module
 
         return list(await clone.list_children(self))
 
     async def list_children2(self) -> list[dict[str, Any]]:
-        from . import clone  # H5
+        from . import clone  # lazy: clone imports this module
 
-        fn = getattr(clone, "list_children2", None)
-        if fn is not None:
-            return list(await fn(self))
-        return [{"pool": p, "pool_namespace": "", "image": i, "trash": False, "id": ""}
-                for p, i in await clone.list_children(self)]
+        return list(await clone.list_children2(self))
 
     def get_parent_image_spec(self) -> dict[str, Any]:
         """python-rbd ``get_parent_image_spec``: pool_name, pool_namespace, image_name,

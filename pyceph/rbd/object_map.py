@@ -35,13 +35,14 @@ from typing import Any, Callable, Iterable, Sequence
 from ..encoding import Decoder, Encoder, crc32c
 from ..errors import DecodeError, Error, ObjectNotFound, make_ex
 from ..osd import ops as O
+from ..osd.ops import CloneInfo, SnapSet  # noqa: F401 - re-exported for diff and tests
 from . import cls_client as cls
+from .exclusive_lock import RBD_LOCK_NAME, RBD_LOCK_TAG
 from .features import RBD_FLAG_FAST_DIFF_INVALID, RBD_FLAG_OBJECT_MAP_INVALID
 
 log = logging.getLogger("pyceph.rbd.object_map")
 
 CEPH_NOSNAP = cls.CEPH_NOSNAP
-CEPH_SNAPDIR = 0xFFFFFFFFFFFFFFFF
 
 #: object states (``src/include/rbd/object_map_types.h``)
 OBJECT_NONEXISTENT = 0
@@ -52,10 +53,6 @@ STATE_NAMES = {0: "nonexistent", 1: "exists", 2: "pending", 3: "exists_clean"}
 
 #: ``RBD_OBJECT_MAP_PREFIX`` (src/include/rbd_types.h)
 RBD_OBJECT_MAP_PREFIX = "rbd_object_map."
-#: ``RBD_LOCK_NAME``: the cls_lock name on the header and on the HEAD map object
-RBD_LOCK_NAME = "rbd_lock"
-#: tag of the header's exclusive lock (``librbd::util::get_watcher_lock_tag``)
-RBD_LOCK_TAG = "internal"
 #: ``cls::rbd::MAX_OBJECT_MAP_OBJECT_COUNT``
 MAX_OBJECT_MAP_OBJECT_COUNT = 256000000
 #: ``object_map/UpdateRequest.cc``: updates are cut in batches of this many objects
@@ -264,62 +261,10 @@ def _runs(objectnos: Iterable[int]) -> list[tuple[int, int]]:
 # list_snaps (CEPH_OSD_OP_LIST_SNAPS) — the object's clones, for check/rebuild/diff
 
 
-@dataclass
-class CloneInfo:
-    """``clone_info`` (osd_types.h): ``cloneid`` (CEPH_NOSNAP for the head), the snaps
-    it covers (ascending), ``overlap`` ``[(offset, length)]`` with the next newer clone,
-    ``size`` bytes."""
-
-    cloneid: int
-    snaps: list[int]
-    overlap: list[tuple[int, int]]
-    size: int
-
-
-@dataclass
-class SnapSet:
-    """``obj_list_snap_response_t``: clones (oldest first, head last) and ``seq``."""
-
-    clones: list[CloneInfo]
-    seq: int
-
-
-def decode_list_snaps(outdata: bytes) -> SnapSet:
-    """LIST_SNAPS outdata: ENCODE_START(2,1) ``vector<clone_info> clones``, ``snapid_t seq``
-    (v2); clone_info is ENCODE_START(1,1) cloneid, ``vector<snapid_t>``,
-    ``vector<pair<u64,u64>>``, ``u64 size``."""
-    d = Decoder(outdata)
-
-    def clone(dd: Decoder) -> CloneInfo:
-        with dd.start("clone_info", 1):
-            cid = dd.u64()
-            snaps = dd.list(Decoder.u64, 8)
-            n = dd.count(16)
-            overlap = [(dd.u64(), dd.u64()) for _ in range(n)]
-            size = dd.u64()
-        return CloneInfo(cid, snaps, overlap, size)
-
-    with d.start("obj_list_snap_response_t", 2) as v:
-        clones = d.list(clone, 6)
-        seq = d.u64() if v >= 2 else CEPH_NOSNAP
-    return SnapSet(clones, seq)
-
-
 async def list_snaps(ioctx: Any, oid: str) -> SnapSet:
-    """LIST_SNAPS on ``oid`` read at CEPH_SNAPDIR.  Raises ObjectNotFound if neither the
-    head nor any clone exists."""
-    lister = getattr(ioctx, "list_snaps", None)
-    if lister is not None:
-        res = await lister(oid)
-        if isinstance(res, SnapSet):
-            return res
-        # a SnapSet-like from the rados layer: normalise the fields we use
-        return SnapSet(
-            [CloneInfo(c.cloneid, list(c.snaps), [tuple(x) for x in c.overlap], c.size) for c in res.clones],
-            res.seq,
-        )
-    reply = await ioctx.operate(oid, [O.OSDOp(O.CEPH_OSD_OP_LIST_SNAPS)], write=False, snapid=CEPH_SNAPDIR)
-    return decode_list_snaps(reply[0].outdata)
+    """LIST_SNAPS on ``oid`` read at CEPH_SNAPDIR (``AsyncIoctx.list_snaps``).  Raises
+    ObjectNotFound if neither the head nor any clone exists."""
+    return await ioctx.list_snaps(oid)
 
 
 def object_state_from_snapset(

@@ -35,10 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import errno
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from ..errors import (
     Error,
@@ -52,21 +51,18 @@ from ..errors import (
 )
 from ..osd import ops as O
 from . import cls_client as cls
+from .exclusive_lock import RBD_LOCK_NAME, RBD_LOCK_TAG
 from .features import RBD_FEATURE_LAYERING, RBD_FEATURE_OBJECT_MAP
+from .object_map import object_map_name
 from .striping import data_object_name, get_num_objects
 
 log = logging.getLogger("pyceph.rbd.snapshot")
-
-RBD_LOCK_NAME = "rbd_lock"
-#: librbd's ``WATCHER_LOCK_TAG``: the cls_lock tag of the exclusive lock
-RBD_LOCK_TAG = "internal"
-RBD_OBJECT_MAP_PREFIX = "rbd_object_map."
 
 ProgressFn = Callable[[int, int], Any]
 
 
 # ---------------------------------------------------------------------------
-# small adapters over the image (tolerant of the parts another helper adds)
+# small helpers over the image
 
 
 def _errno_of(ex: BaseException) -> int | None:
@@ -79,78 +75,16 @@ def check_writable(img: Any, what: str = "modify snapshots") -> None:
         raise ReadOnlyImage(f"cannot {what}: image {img.name!r} is open read-only", errno=errno.EROFS)
 
 
-async def acquire_lock(img: Any) -> None:
-    """Take the exclusive lock when the image has the feature (AsyncImage.acquire_lock)."""
-    fn = getattr(img, "acquire_lock", None)
-    if fn is not None:
-        await fn()
-
-
-def lock_cookie(img: Any) -> str | None:
-    fn = getattr(img, "lock_cookie", None)
-    return fn() if fn is not None else None
-
-
-@contextlib.asynccontextmanager
-async def write_barrier(img: Any) -> AsyncIterator[None]:
-    """``img.write_barrier()`` (librbd block_writes); without it, wait for in-flight writes."""
-    fn = getattr(img, "write_barrier", None)
-    if fn is not None:
-        async with fn():
-            yield
-        return
-    flush = getattr(img, "flush", None)
-    if flush is not None:
-        await flush()
-    yield
-
-
-@contextlib.asynccontextmanager
-async def maintenance(img: Any) -> AsyncIterator[None]:
-    """A header-changing operation: ``img.maintenance_op()`` (exclusive lock held for
-    the whole operation, other writes blocked and drained -- librbd runs these on the
-    lock owner with writes blocked); without it, acquire the lock and block writes."""
-    fn = getattr(img, "maintenance_op", None)
-    if fn is not None:
-        async with fn():
-            yield
-        return
-    await acquire_lock(img)
-    async with write_barrier(img):
-        yield
-
-
-async def refresh(img: Any) -> None:
-    """Re-read the header (``img.refresh()``); without it, at least the snap context."""
-    fn = getattr(img, "refresh", None)
-    if fn is not None:
-        await fn()
-    else:
-        img.snapc = await cls.get_snapcontext(img.ioctx, img.header_oid)
-
-
 async def notify_header_update(img: Any) -> None:
     """Tell other clients of the image to refresh (HEADER_UPDATE); best effort."""
-    fn = getattr(img, "notify_header_update", None)
-    if fn is None:
-        watcher = getattr(img, "watcher", None)
-        fn = getattr(watcher, "notify_header_update", None) if watcher is not None else None
-    if fn is None:
-        return
     try:
-        await fn()
+        await img.notify_header_update()
     except Error as ex:  # librbd ignores notify failures too
         log.warning("header update notify for %s failed: %s", img.header_oid, ex)
 
 
-def object_map(img: Any) -> Any:
-    """The loaded HEAD object map, if any."""
-    return getattr(img, "object_map", None)
-
-
 def features_of(img: Any) -> int:
-    f = getattr(img, "features", None)
-    return f() if callable(f) else int(f or 0)
+    return img.features()
 
 
 def _limit(img: Any) -> int:
@@ -259,7 +193,7 @@ def _assert_locked_op(cookie: str) -> Any:
 
 async def _snapshot_add(img: Any, snap_id: int, name: str, namespace: cls.SnapshotNamespace) -> None:
     data = cls.encode_snapshot_add(snap_id, name, namespace)
-    cookie = lock_cookie(img)
+    cookie = img.lock_cookie()
     if cookie:
         # librbd: exclusive_lock->assert_header_locked(&op) before snapshot_add
         await img.ioctx.operate(img.header_oid, [_assert_locked_op(cookie), O.call("rbd", "snapshot_add", data)],
@@ -286,7 +220,7 @@ async def create(img: Any, name: str, namespace: cls.SnapshotNamespace | None = 
     for info in await snapshot_infos(img.ioctx, img.header_oid):
         if info.name == name and info.snapshot_namespace.type == namespace.type:
             raise ImageExists(f"snapshot {name!r} already exists", errno=errno.EEXIST)
-    async with maintenance(img):
+    async with img.maintenance_op():
         while True:
             snap_id = await img.ioctx.selfmanaged_snap_create()
             try:
@@ -303,10 +237,10 @@ async def create(img: Any, name: str, namespace: cls.SnapshotNamespace | None = 
         # writes from now on must carry the new snap context (update_snap_context)
         old = img.snapc
         img.snapc = cls.SnapContext(max(snap_id, old.seq), [snap_id] + [s for s in old.snaps if s != snap_id])
-        om = object_map(img)
+        om = img.object_map
         if om is not None and not skip_object_map:
             await om.snapshot_add(snap_id)
-        await refresh(img)
+        await img.refresh()
     log.info("created snapshot %s@%s id %d", img.name, name, snap_id)
     await notify_header_update(img)
     return snap_id
@@ -336,7 +270,7 @@ async def remove(img: Any, name: str, namespace_type: int = cls.SNAPSHOT_NAMESPA
     status = await cls.get_protection_status(img.ioctx, img.header_oid, info.id)
     if status != cls.RBD_PROTECTION_STATUS_UNPROTECTED:
         raise ImageBusy(f"snapshot {name!r} is protected", errno=errno.EBUSY)
-    async with maintenance(img):
+    async with img.maintenance_op():
         await remove_by_id(img, info)
     await notify_header_update(img)
 
@@ -366,24 +300,24 @@ async def remove_by_id(img: Any, info: cls.SnapshotInfo) -> None:
         if trashed:
             log.info("snapshot id %d of %s moved to the trash: %d clone(s) still use it",
                      snap_id, img.name, child_count)
-            await refresh(img)
+            await img.refresh()
             return
         raise ImageBusy(f"snapshot id {snap_id} has {child_count} clone(s)", errno=errno.EBUSY)
 
-    om = object_map(img)
+    om = img.object_map
     if om is not None:
         await om.snapshot_remove(snap_id, await _next_snap_id(io, hdr, snap_id))
     elif features_of(img) & RBD_FEATURE_OBJECT_MAP:
         # no loaded map to merge into: at least drop the snapshot's map object
         try:
-            await io.remove(f"{RBD_OBJECT_MAP_PREFIX}{img.image_id}.{snap_id:016x}")
+            await io.remove(object_map_name(img.image_id, snap_id))
         except ObjectNotFound:
             pass
     await _release_snap_id(img, snap_id)
     await cls.snapshot_remove(io, hdr, snap_id)
     img.snapc = cls.SnapContext(img.snapc.seq, [s for s in img.snapc.snaps if s != snap_id])
     log.info("removed snapshot id %d of %s", snap_id, img.name)
-    await refresh(img)
+    await img.refresh()
 
 
 async def _next_snap_id(io: Any, hdr: str, snap_id: int) -> int:
@@ -438,14 +372,14 @@ async def rename(img: Any, src: str, dst: str) -> None:
     for other in await snapshot_infos(img.ioctx, img.header_oid):
         if other.name == dst and other.snapshot_namespace.type == cls.SNAPSHOT_NAMESPACE_TYPE_USER:
             raise ImageExists(f"snapshot {dst!r} already exists", errno=errno.EEXIST)
-    async with maintenance(img):
+    async with img.maintenance_op():
         try:
             await cls.snapshot_rename(img.ioctx, img.header_oid, info.id, dst)
         except Error as ex:
             if _errno_of(ex) == errno.EEXIST:
                 raise ImageExists(f"snapshot {dst!r} already exists", errno=errno.EEXIST) from None
             raise
-        await refresh(img)
+        await img.refresh()
     await notify_header_update(img)
 
 
@@ -459,20 +393,17 @@ async def rollback(img: Any, name: str, on_progress: ProgressFn | None = None) -
     Resizes to the snapshot's size (``img.resize``), rolls the object map back,
     then sends CEPH_OSD_OP_ROLLBACK to every data object the snapshot's size
     covers, ``on_progress(done, total)`` after each.  Raises ImageNotFound,
-    ReadOnlyImage, FunctionNotSupported (no ``resize`` when the sizes differ).
+    ReadOnlyImage.
     """
     check_writable(img, "roll back")
     info = await lookup(img, name)
-    await acquire_lock(img)
+    await img.acquire_lock()
     if img.size() != info.image_size:
-        resize = getattr(img, "resize", None)
-        if resize is None:
-            raise FunctionNotSupported("rollback across a size change needs AsyncImage.resize")
-        await resize(info.image_size, allow_shrink=True)
+        await img.resize(info.image_size, allow_shrink=True)
     snap_id = info.id
     total = get_num_objects(img.layout, info.image_size)
-    async with maintenance(img):
-        om = object_map(img)
+    async with img.maintenance_op():
+        om = img.object_map
         if om is not None:
             await om.rollback(snap_id)
         snapc = img.snapc.to_tuple()
@@ -493,10 +424,8 @@ async def rollback(img: Any, name: str, on_progress: ProgressFn | None = None) -
 
         await _gather_all([lambda n=n: one(n) for n in range(total)])
         if om is not None:
-            load = getattr(om, "load", None)
-            if load is not None:
-                await load(get_num_objects(img.layout, info.image_size))
-        await refresh(img)
+            await om.load(get_num_objects(img.layout, info.image_size))
+        await img.refresh()
     if on_progress is not None and total == 0:
         on_progress(0, 0)
     log.info("rolled %s back to snapshot %s (%d objects)", img.name, name, total)
@@ -531,12 +460,12 @@ async def protect(img: Any, name: str) -> None:
     check_writable(img, "protect a snapshot")
     _require_layering(img)
     info = await lookup(img, name)
-    async with maintenance(img):
+    async with img.maintenance_op():
         status = await cls.get_protection_status(img.ioctx, img.header_oid, info.id)
         if status == cls.RBD_PROTECTION_STATUS_PROTECTED:
             raise ImageBusy(f"snapshot {name!r} is already protected", errno=errno.EBUSY)
         await cls.set_protection_status(img.ioctx, img.header_oid, info.id, cls.RBD_PROTECTION_STATUS_PROTECTED)
-        await refresh(img)
+        await img.refresh()
     await notify_header_update(img)
 
 
@@ -552,7 +481,7 @@ async def unprotect(img: Any, name: str, check_v2_children: bool = False) -> Non
     _require_layering(img)
     info = await lookup(img, name)
     io, hdr = img.ioctx, img.header_oid
-    async with maintenance(img):
+    async with img.maintenance_op():
         status = await cls.get_protection_status(io, hdr, info.id)
         if status == cls.RBD_PROTECTION_STATUS_UNPROTECTED:
             raise InvalidArgumentError(f"snapshot {name!r} is already unprotected", errno=errno.EINVAL)
@@ -573,7 +502,7 @@ async def unprotect(img: Any, name: str, check_v2_children: bool = False) -> Non
             except Error as ex:
                 log.warning("failed to restore protection of %s@%s: %s", img.name, name, ex)
             raise
-        await refresh(img)
+        await img.refresh()
     await notify_header_update(img)
 
 

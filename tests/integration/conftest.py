@@ -7,6 +7,14 @@
 ``ecpool``       name of an erasure-coded pool (k=2, m=1, failure domain osd,
                  allow_ec_overwrites, 8 PGs), created on first use.
 ``nonpow2_pool`` name of a replicated pool with pg_num = pgp_num = 12, created on first use.
+``rados``        module-scoped connected :class:`pyceph.rados.Rados` on the cluster's conf,
+                 shut down after the module (``rados.run(coro)`` runs on its loop).
+``ioctx``        module-scoped ioctx on pool ``rbd`` of ``rados``, closed after the module.
+``run_dir``      module-scoped private mapping registry ($PYCEPH_RUN_DIR) for ``prbd map``;
+                 whatever is left mapped is force-unmapped (needs root and /dev/fuse).
+
+A test module may define its own fixture of the same name (another pool, another scope).
+Shared non-fixture helpers (``uniq``, ``rbd``/``prbd`` runners, ``pmap``...) are in helpers.py.
 
 Missing Ceph binaries make these fixtures FAIL with the install hint, never skip.
 Everything collected under tests/integration/ gets ``pytest.mark.integration``.
@@ -20,6 +28,9 @@ from pathlib import Path
 import pytest
 
 from pyceph.cluster import CephNotInstalled, DevCluster, check_binaries
+from pyceph.rados import Rados
+
+from .helpers import mapping_registry
 
 _HERE = Path(__file__).parent.resolve()
 
@@ -75,3 +86,26 @@ def ecpool(cluster):
 def nonpow2_pool(cluster):
     """Replicated pool with 12 PGs (exercises stable_mod with a non-power-of-two pg_num)."""
     return _ensure_pool(cluster, NONPOW2_POOL, pg_num=12, pool_type="replicated")
+
+
+@pytest.fixture(scope="module")
+def rados(cluster):
+    r = Rados(conffile=str(cluster.conf_path))
+    r.connect()
+    try:
+        yield r
+    finally:
+        r.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ioctx(rados):
+    io = rados.open_ioctx("rbd")
+    yield io
+    io.close()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    with mapping_registry(tmp_path_factory) as d:
+        yield d

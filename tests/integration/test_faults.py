@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -39,6 +38,8 @@ from pyceph.osdmap.pool import FLAG_FULL_QUOTA
 from pyceph.auth.hooks import AuthHooksMixin
 from pyceph.rados import AsyncRados
 from pyceph.types import ADDR_TYPE_MSGR2, ENTITY_TYPE_MON, ENTITY_TYPE_OSD
+
+from .helpers import uniq
 
 POOL = "rbd"
 FAST = {  # seconds
@@ -126,10 +127,6 @@ def fc(tmp_path_factory):
 
 def run(coro, timeout: float = 90.0):
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def primary_of(r: AsyncRados, pool_id: int, oid: str) -> int:

@@ -14,12 +14,11 @@ import hashlib
 import json
 import os
 import random
-import subprocess
-import sys
-import uuid
 from pathlib import Path
 
 import pytest
+
+from .helpers import pmap, prbd, rbd, rbd_export, read_dev, run, uniq
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -30,54 +29,8 @@ SHOWMAPPED_FIELDS = ["id", "pool", "namespace", "name", "snap", "device"]
 # -- helpers ---------------------------------------------------------------------------
 
 
-def uniq(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def run(argv: list[str], *, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
-    r = subprocess.run(argv, capture_output=True, input=input, timeout=120)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} failed ({r.returncode}): "
-                             f"{r.stderr.decode(errors='replace')}")
-    return r
-
-
-def rbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
-    return run(["rbd", "-c", str(cluster.conf_path), *map(str, args)], **kw)
-
-
-def prbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "pyceph.cli.prbd", "-c", str(cluster.conf_path), *map(str, args)], **kw)
-
-
-def rbd_export(cluster, spec: str) -> bytes:
-    return rbd(cluster, "export", "--no-progress", spec, "-").stdout
-
-
-def pmap(cluster, spec: str, *opts: str) -> str:
-    dev = prbd(cluster, "map", spec, *opts).stdout.decode().strip()
-    assert dev.startswith("/dev/loop") and os.path.exists(dev), dev
-    return dev
-
-
 def showmapped(cluster) -> list[dict]:
     return json.loads(prbd(cluster, "showmapped", "--format", "json").stdout)
-
-
-def read_dev(dev: str, offset: int = 0, length: int | None = None) -> bytes:
-    fd = os.open(dev, os.O_RDONLY)
-    try:
-        if length is None:
-            length = os.lseek(fd, 0, os.SEEK_END) - offset
-        out = bytearray()
-        while len(out) < length:
-            chunk = os.pread(fd, min(4 * MiB, length - len(out)), offset + len(out))
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
-    finally:
-        os.close(fd)
 
 
 def loop_backing_files() -> dict[str, str]:
@@ -122,29 +75,6 @@ def assert_nothing_left(run_dir: Path) -> None:
 
 
 # -- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A private mapping registry for this module; whatever is left mapped at the end
-    is force-unmapped."""
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.fail("prbd map needs root and /dev/fuse", pytrace=False)
-    d = tmp_path_factory.mktemp("pyceph-run")
-    old = os.environ.get("PYCEPH_RUN_DIR")
-    os.environ["PYCEPH_RUN_DIR"] = str(d)
-    try:
-        yield d
-    finally:
-        from pyceph.block import showmapped as _showmapped, unmap as _unmap
-
-        for rec in _showmapped():
-            with contextlib.suppress(Exception):
-                _unmap(rec["device"], timeout=30, force=True)
-        if old is None:
-            os.environ.pop("PYCEPH_RUN_DIR", None)
-        else:
-            os.environ["PYCEPH_RUN_DIR"] = old
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ import contextlib
 import json
 import os
 import random
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -22,34 +20,15 @@ import pytest
 
 from pyceph.block import mapping_stats
 
+from .helpers import pmap, prbd, rbd, run
+from .helpers import rbd_export as export
+
 MiB = 1 << 20
 OBJ = 4 * MiB  # default object size (order 22)
 PACIFIC_DEFAULT = "layering,exclusive-lock,object-map,fast-diff,deep-flatten"
 
 
 # -- helpers ---------------------------------------------------------------------------
-
-
-def run(argv, *, check=True, input=None, timeout=300) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(a) for a in argv], capture_output=True, input=input, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} failed ({r.returncode}): "
-                             f"{r.stderr.decode(errors='replace')}")
-    return r
-
-
-def rbd(cluster, *args, **kw):
-    return run(["rbd", "-c", cluster.conf_path, *args], **kw)
-
-
-def prbd(cluster, *args, **kw):
-    return run([sys.executable, "-m", "pyceph.cli.prbd", "-c", cluster.conf_path, *args], **kw)
-
-
-def pmap(cluster, spec, *opts) -> str:
-    dev = prbd(cluster, "map", spec, *opts).stdout.decode().strip()
-    assert dev.startswith("/dev/loop") and os.path.exists(dev), dev
-    return dev
 
 
 def queue(dev: str, name: str) -> int:
@@ -69,10 +48,6 @@ def diff_extents(cluster, spec: str, *args) -> list[tuple[int, int]]:
 
 def overlaps(extents, start, end) -> list[tuple[int, int]]:
     return [(o, n) for o, n in extents if o < end and o + n > start]
-
-
-def export(cluster, spec: str) -> bytes:
-    return rbd(cluster, "export", "--no-progress", spec, "-").stdout
 
 
 def write_dev(dev: str, offset: int, data: bytes) -> None:
@@ -98,27 +73,6 @@ def lockers(cluster, spec: str) -> list:
 
 
 # -- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.fail("prbd map needs root and /dev/fuse", pytrace=False)
-    d = tmp_path_factory.mktemp("pyceph-run")
-    old = os.environ.get("PYCEPH_RUN_DIR")
-    os.environ["PYCEPH_RUN_DIR"] = str(d)
-    try:
-        yield d
-    finally:
-        from pyceph.block import showmapped, unmap
-
-        for rec in showmapped():
-            with contextlib.suppress(Exception):
-                unmap(rec["device"], timeout=30, force=True)
-        if old is None:
-            os.environ.pop("PYCEPH_RUN_DIR", None)
-        else:
-            os.environ["PYCEPH_RUN_DIR"] = old
 
 
 @pytest.fixture

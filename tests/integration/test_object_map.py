@@ -19,7 +19,6 @@ import pytest
 
 from pyceph.cluster.launcher import CommandFailed
 from pyceph.errors import ObjectBusy, ObjectNotFound
-from pyceph.rados import Rados
 from pyceph.rbd import AsyncImage
 from pyceph.rbd import cls_client as cls
 from pyceph.rbd import diff as D
@@ -33,6 +32,8 @@ from pyceph.rbd.object_map import (
     ObjectMap,
 )
 
+from .helpers import dumps
+
 MiB = 1 << 20
 OBJ = 4 * MiB
 FAST = "layering,exclusive-lock,object-map,fast-diff"
@@ -41,27 +42,6 @@ COOKIE = "auto 1234"
 
 def uniq(tag: str) -> str:
     return f"h3-{tag}-{uuid.uuid4().hex[:8]}"
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, separators=(",", ":"))
-
-
-@pytest.fixture(scope="module")
-def rados(cluster):
-    r = Rados(conffile=str(cluster.conf_path))
-    r.connect()
-    try:
-        yield r
-    finally:
-        r.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ioctx(rados):
-    io = rados.open_ioctx("rbd")
-    yield io
-    io.close()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ Images are named ``h7-...``; snapshot/clone/du/ls listings use a private namespa
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
@@ -22,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import mapping_registry, rbd, rbd_export, run
+
 MiB = 1 << 20
 TIMESTAMPS = ("create_timestamp", "access_timestamp", "modify_timestamp")
 
@@ -31,18 +32,6 @@ PRBD = [str(_PRBD_BIN)] if _PRBD_BIN.exists() else [sys.executable, "-m", "pycep
 
 def uniq(prefix: str) -> str:
     return f"h7-{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def run(argv, *, check=True, input=None, timeout=180) -> subprocess.CompletedProcess:
-    r = subprocess.run(argv, capture_output=True, input=input, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} failed ({r.returncode}): "
-                             f"{r.stderr.decode(errors='replace')}")
-    return r
-
-
-def rbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
-    return run(["rbd", "-c", str(cluster.conf_path), *map(str, args)], **kw)
 
 
 def prbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
@@ -92,10 +81,6 @@ def assert_same_error(cluster, *args):
                 if ln.startswith("rbd: ") or ln.startswith("specified")][-1]
     assert mine.startswith("prbd: " + rbd_last[len("rbd: "):]), (mine, rbd_last)
     return mine
-
-
-def rbd_export(cluster, spec: str) -> bytes:
-    return rbd(cluster, "export", "--no-progress", spec, "-").stdout
 
 
 def random_file(path: Path, size: int, seed: int) -> bytes:
@@ -439,25 +424,8 @@ def test_errors_match_rbd(cluster, ns):
 
 @pytest.fixture
 def run_dir(tmp_path_factory):
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.fail("prbd map needs root and /dev/fuse", pytrace=False)
-    d = tmp_path_factory.mktemp("h7-run")
-    old = os.environ.get("PYCEPH_RUN_DIR")
-    os.environ["PYCEPH_RUN_DIR"] = str(d)
-    try:
+    with mapping_registry(tmp_path_factory) as d:
         yield d
-    finally:
-        from pyceph.block import showmapped, unmap
-
-        for rec in showmapped():
-            try:
-                unmap(rec["device"], timeout=30, force=True)
-            except Exception:  # noqa: BLE001 - best effort cleanup
-                pass
-        if old is None:
-            os.environ.pop("PYCEPH_RUN_DIR", None)
-        else:
-            os.environ["PYCEPH_RUN_DIR"] = old
 
 
 def test_map_exclusive_notrim_and_snapshot(cluster, data_image, run_dir):

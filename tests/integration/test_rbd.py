@@ -12,17 +12,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
-import uuid
 import zlib
 
 import pytest
 
 from pyceph import errors
-from pyceph.rados import Rados
 from pyceph.rbd import RBD, AsyncImage, Image
 from pyceph.rbd.api import IncompleteWriteError
+
+from .helpers import prbd, rbd, rbd_export, rbd_json, uniq
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -33,39 +31,8 @@ PACIFIC_DEFAULT_EXTRA = ("exclusive-lock", "object-map", "fast-diff", "deep-flat
 # -- helpers ---------------------------------------------------------------------------
 
 
-def uniq(prefix: str) -> str:
-    """Image names unique per run, so a reused cluster never collides."""
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def run(argv: list[str], *, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(argv, capture_output=True, input=input, timeout=120)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.decode(errors='replace')}")
-    return r
-
-
-def rbd(cluster, *args: str, **kw) -> subprocess.CompletedProcess:
-    """librbd's ``rbd`` CLI (bytes out)."""
-    return run(["rbd", "-c", str(cluster.conf_path), *map(str, args)], **kw)
-
-
-def prbd(cluster, *args: str, **kw) -> subprocess.CompletedProcess:
-    """pyceph's ``prbd`` CLI (bytes out)."""
-    return run([sys.executable, "-m", "pyceph.cli.prbd", "-c", str(cluster.conf_path), *map(str, args)], **kw)
-
-
-def rbd_json(cluster, *args: str):
-    return json.loads(rbd(cluster, *args, "--format", "json").stdout)
-
-
 def prbd_json(cluster, *args: str):
     return json.loads(prbd(cluster, *args, "--format", "json").stdout)
-
-
-def rbd_export(cluster, spec: str) -> bytes:
-    """The whole image as librbd reads it."""
-    return rbd(cluster, "export", "--no-progress", spec, "-").stdout
 
 
 def read_all(img: Image, chunk: int = 4 * MiB) -> bytes:
@@ -106,23 +73,6 @@ def sparse_random_file(path, size: int, blocks: list[tuple[int, int]], seed: int
 
 
 # -- fixtures --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def rados(cluster):
-    r = Rados(conffile=str(cluster.conf_path))
-    r.connect()
-    try:
-        yield r
-    finally:
-        r.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ioctx(rados):
-    io = rados.open_ioctx("rbd")
-    yield io
-    io.close()
 
 
 def our_info(rados, ioctx, name: str) -> dict:

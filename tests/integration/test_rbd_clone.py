@@ -18,18 +18,15 @@ from pyceph import errors
 from pyceph.rbd import AsyncRBD
 from pyceph.rbd import clone as C
 from pyceph.rbd import snapshot as S
+from tests.integration.helpers import rbd, rbd_json
+from tests.integration.helpers import rbd_export as export
 from tests.integration.test_rbd_snapshot import (  # noqa: F401 - fixtures
     MiB,
     PACIFIC_DEFAULT,
     Img,
-    export,
     images,
-    ioctx,
     object_map_check,
     pattern,
-    rados,
-    rbd,
-    rbd_json,
     uniq,
 )
 

@@ -16,15 +16,10 @@ import pytest
 from pyceph import errors
 from pyceph.rbd import Image
 
-from .test_rbd_image_features import (  # noqa: F401 - fixtures
-    KiB,
+from .helpers import rbd, rbd_export, rbd_json
+from .test_rbd_image_features import (
     MiB,
-    ioctx,
     object_map_check,
-    rados,
-    rbd,
-    rbd_export,
-    rbd_json,
     read_all,
     rm,
     uniq,

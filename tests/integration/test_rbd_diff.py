@@ -17,11 +17,12 @@ import uuid
 
 import pytest
 
-from pyceph.rados import Rados
 from pyceph.rbd import AsyncImage
 from pyceph.errors import InvalidArgumentError
 from pyceph.rbd import diff as D
 from pyceph.rbd import object_map as O
+
+from .helpers import dumps
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -30,27 +31,6 @@ FAST = "layering,exclusive-lock,object-map,fast-diff"
 
 def uniq(tag: str) -> str:
     return f"h3-{tag}-{uuid.uuid4().hex[:8]}"
-
-
-def dumps(obj) -> str:
-    return json.dumps(obj, separators=(",", ":"))
-
-
-@pytest.fixture(scope="module")
-def rados(cluster):
-    r = Rados(conffile=str(cluster.conf_path))
-    r.connect()
-    try:
-        yield r
-    finally:
-        r.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ioctx(rados):
-    io = rados.open_ioctx("rbd")
-    yield io
-    io.close()
 
 
 def ours_diff(rados, ioctx, spec: str, from_snap: str | None, whole: bool) -> str:

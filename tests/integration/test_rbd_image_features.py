@@ -16,7 +16,6 @@ Image names start with ``h4-`` (shared dev cluster).
 
 from __future__ import annotations
 
-import json
 import random
 import subprocess
 import time
@@ -25,9 +24,10 @@ import uuid
 import pytest
 
 from pyceph import errors
-from pyceph.rados import Rados
 from pyceph.rbd import RBD, Image
 from pyceph.rbd import features as F
+
+from .helpers import rbd, rbd_export, rbd_json
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -39,23 +39,6 @@ DEFAULT_NAMES = ["layering", "exclusive-lock", "object-map", "fast-diff", "deep-
 
 def uniq(prefix: str) -> str:
     return f"h4-{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def rbd(cluster, *args, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(["rbd", "-c", str(cluster.conf_path), *map(str, args)], capture_output=True,
-                       input=input, timeout=180)
-    if check and r.returncode != 0:
-        raise AssertionError(f"rbd {' '.join(map(str, args))} failed ({r.returncode}): "
-                             f"{r.stderr.decode(errors='replace')}")
-    return r
-
-
-def rbd_json(cluster, *args):
-    return json.loads(rbd(cluster, *args, "--format", "json").stdout)
-
-
-def rbd_export(cluster, spec: str) -> bytes:
-    return rbd(cluster, "export", "--no-progress", spec, "-").stdout
 
 
 def object_map_check(cluster, spec: str) -> None:
@@ -87,23 +70,6 @@ def rm(cluster, name: str) -> None:
 def read_all(img: Image, chunk: int = 4 * MiB) -> bytes:
     size = img.size()
     return b"".join(img.read(off, min(chunk, size - off)) for off in range(0, size, chunk))
-
-
-@pytest.fixture(scope="module")
-def rados(cluster):
-    r = Rados(conffile=str(cluster.conf_path))
-    r.connect()
-    try:
-        yield r
-    finally:
-        r.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ioctx(rados):
-    io = rados.open_ioctx("rbd")
-    yield io
-    io.close()
 
 
 # -- librbd-made default-feature images written by pyceph ----------------------------------

@@ -50,8 +50,9 @@ import uuid
 import pytest
 
 from pyceph import errors
-from pyceph.rados import Rados
 from pyceph.rbd import AsyncImage, Image
+
+from .helpers import pmap, prbd, rbd, rbd_export, rbd_json, read_dev, run
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -65,33 +66,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 def uniq(what: str) -> str:
     return f"h8-{what}-{uuid.uuid4().hex[:8]}"
-
-
-def run(argv, *, check: bool = True, input: bytes | None = None, timeout: float = 180,
-        env: dict | None = None) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(a) for a in argv], capture_output=True, input=input, timeout=timeout, env=env)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, argv))} failed ({r.returncode}): "
-                             f"{r.stderr.decode(errors='replace')[-2000:]}")
-    return r
-
-
-def rbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
-    """librbd's ``rbd`` CLI."""
-    return run(["rbd", "-c", cluster.conf_path, *args], **kw)
-
-
-def rbd_json(cluster, *args):
-    return json.loads(rbd(cluster, *args, "--format", "json").stdout)
-
-
-def prbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
-    """pyceph's ``prbd`` CLI."""
-    return run([sys.executable, "-m", "pyceph.cli.prbd", "-c", cluster.conf_path, *args], **kw)
-
-
-def rbd_export(cluster, spec: str) -> bytes:
-    return rbd(cluster, "export", "--no-progress", spec, "-").stdout
 
 
 def rbd_info(cluster, spec: str) -> dict:
@@ -202,30 +176,8 @@ def aw(x):
 # -- helpers: mapped devices --------------------------------------------------------------
 
 
-def pmap(cluster, spec: str, *opts: str) -> str:
-    dev = prbd(cluster, "map", spec, *opts).stdout.decode().strip()
-    assert dev.startswith("/dev/loop") and os.path.exists(dev), dev
-    return dev
-
-
 def punmap(cluster, dev: str) -> None:
     prbd(cluster, "unmap", dev, timeout=120)
-
-
-def read_dev(dev: str, offset: int = 0, length: int | None = None) -> bytes:
-    fd = os.open(dev, os.O_RDONLY)
-    try:
-        if length is None:
-            length = os.lseek(fd, 0, os.SEEK_END) - offset
-        out = bytearray()
-        while len(out) < length:
-            chunk = os.pread(fd, min(4 * MiB, length - len(out)), offset + len(out))
-            if not chunk:
-                break
-            out += chunk
-        return bytes(out)
-    finally:
-        os.close(fd)
 
 
 class DirectWriter:
@@ -262,48 +214,9 @@ def rnd_bytes(seed, n: int) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def rados(cluster):
-    r = Rados(conffile=str(cluster.conf_path))
-    r.connect()
-    try:
-        yield r
-    finally:
-        r.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ioctx(rados):
-    io = rados.open_ioctx("rbd")
-    yield io
-    io.close()
-
-
-@pytest.fixture(scope="module")
 def arun(rados):
     """``arun(coro)``: run a coroutine on the pyceph Rados loop."""
     return rados.run
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A private mapping registry ($PYCEPH_RUN_DIR); leftovers are force-unmapped."""
-    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
-        pytest.fail("prbd map needs root and /dev/fuse", pytrace=False)
-    d = tmp_path_factory.mktemp("h8-run")
-    old = os.environ.get("PYCEPH_RUN_DIR")
-    os.environ["PYCEPH_RUN_DIR"] = str(d)
-    try:
-        yield d
-    finally:
-        from pyceph.block import showmapped as _showmapped, unmap as _unmap
-
-        for rec in _showmapped():
-            with contextlib.suppress(Exception):
-                _unmap(rec["device"], timeout=30, force=True)
-        if old is None:
-            os.environ.pop("PYCEPH_RUN_DIR", None)
-        else:
-            os.environ["PYCEPH_RUN_DIR"] = old
 
 
 def _remove_image(cluster, name: str) -> None:

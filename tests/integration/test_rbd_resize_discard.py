@@ -13,17 +13,13 @@ import pytest
 from pyceph import errors
 from pyceph.rbd import Image
 
-from .test_rbd_image_features import (  # noqa: F401 - fixtures
+from .helpers import rbd, rbd_export, rbd_json
+from .test_rbd_image_features import (
     KiB,
     MiB,
     data_objects,
-    ioctx,
     object_map_check,
-    rados,
-    rbd,
     rbd_diff,
-    rbd_export,
-    rbd_json,
     read_all,
     rm,
     uniq,

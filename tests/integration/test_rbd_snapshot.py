@@ -19,9 +19,11 @@ import uuid
 import pytest
 
 from pyceph import errors
-from pyceph.rados import Rados
 from pyceph.rbd import AsyncImage
 from pyceph.rbd import snapshot as S
+
+from .helpers import rbd, rbd_json
+from .helpers import rbd_export as export
 
 MiB = 1 << 20
 PACIFIC_DEFAULT = "layering,exclusive-lock,object-map,fast-diff,deep-flatten"
@@ -30,22 +32,6 @@ FEATURE_SETS = [pytest.param("layering", id="layering"), pytest.param(PACIFIC_DE
 
 def uniq(prefix: str) -> str:
     return f"h5-{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def rbd(cluster, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
-    r = subprocess.run(["rbd", "-c", str(cluster.conf_path), *map(str, args)], capture_output=True,
-                       timeout=180, input=input)
-    if check and r.returncode != 0:
-        raise AssertionError(f"rbd {' '.join(map(str, args))} failed ({r.returncode}): {r.stderr.decode()}")
-    return r
-
-
-def rbd_json(cluster, *args: str):
-    return json.loads(rbd(cluster, *args, "--format", "json").stdout)
-
-
-def export(cluster, spec: str) -> bytes:
-    return rbd(cluster, "export", "--no-progress", spec, "-").stdout
 
 
 def object_map_check(cluster, spec: str) -> None:
@@ -60,21 +46,6 @@ def object_map_check(cluster, spec: str) -> None:
 
 def pattern(seed: int, n: int) -> bytes:
     return (os.urandom(16) + seed.to_bytes(4, "little")) * (n // 20) + bytes(n % 20)
-
-
-@pytest.fixture(scope="module")
-def rados(cluster):
-    r = Rados(conffile=str(cluster.conf_path))
-    r.connect()
-    try:
-        yield r
-    finally:
-        r.shutdown()
-
-
-@pytest.fixture(scope="module")
-def ioctx(rados):
-    return rados.open_ioctx("rbd")
 
 
 @pytest.fixture

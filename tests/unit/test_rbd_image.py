@@ -1,9 +1,9 @@
 """Unit tests of the image core (pyceph.rbd.image) with small in-memory fakes.
 
 The fakes stand in for the OSDs (a dict of objects applying compound ops atomically,
-with ``rbd.copyup``'s "no-op if the object exists" rule), for H3's ObjectMap (a list
-of states recording the updates) and for H2's ExclusiveLock.  The sequences checked
-are librbd's (io/ObjectRequest.cc, io/CopyupRequest.cc, operation/TrimRequest.cc);
+with ``rbd.copyup``'s "no-op if the object exists" rule), for the ObjectMap of
+:mod:`pyceph.rbd.object_map` (a list of states recording the updates) and for the
+ExclusiveLock of :mod:`pyceph.rbd.exclusive_lock`.  The sequences checked are librbd's (io/ObjectRequest.cc, io/CopyupRequest.cc, operation/TrimRequest.cc);
 the real cluster checks are in tests/integration/test_rbd_image_features.py and
 test_rbd_clone_io.py.
 """
@@ -145,7 +145,7 @@ class FakeIoctx:
 
 
 class FakeObjectMap:
-    """H3's ObjectMap surface the image core uses."""
+    """The ObjectMap surface the image core uses."""
 
     def __init__(self, n, state=OBJECT_NONEXISTENT):
         self.states = [state] * n
@@ -215,7 +215,7 @@ class FakeParent:
 
 
 class FakeLock:
-    """H2's ExclusiveLock surface: acquire calls on_acquired like the real one."""
+    """The ExclusiveLock surface: acquire calls on_acquired like the real one."""
 
     def __init__(self, img):
         self.img = img

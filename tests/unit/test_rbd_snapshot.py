@@ -416,7 +416,7 @@ class FakeObjectMap:
 
 
 class FakeImage:
-    """The AsyncImage surface the snapshot/clone modules use (CONTRACT.md, H4)."""
+    """The AsyncImage surface the snapshot/clone modules use."""
 
     def __init__(self, ioctx: FakeIoctx, name: str, read_only: bool = False, snap_id: int = NOSNAP,
                  lock: bool = False) -> None:
@@ -691,11 +691,3 @@ def test_snapshot_add_payload_layout():
     assert cls.encode_set_protection_status(7, 2) == struct.pack("<QB", 7, 2)
     assert cls.encode_snapshot_rename(3, "x") == struct.pack("<QI", 3, 1) + b"x"
     assert cls.encode_parent_child(1, "p", 4, "c") == struct.pack("<qI", 1, 1) + b"p" + struct.pack("<QI", 4, 1) + b"c"
-
-
-def test_without_maintenance_op_lock_then_barrier():
-    """An image object without maintenance_op: take the lock, then block writes."""
-    r, io, img = world()
-    img.maintenance_op = None
-    run(S.create(img, "s"))
-    assert img.events == ["acquire_lock", "barrier_enter", "refresh", "barrier_exit", "notify"]
