@@ -2,7 +2,8 @@
 """Compare ``prbd bench`` (pyceph, pure Python) with ``rbd bench`` (librbd, the oracle).
 
 One run: start a dev cluster (or use ``--conf`` of a running one), create ONE image with
-``rbd create --image-feature layering``, then for each repeat run both tools on that
+``rbd create --image-feature layering`` (``--image-feature`` changes that, e.g. Pacific's
+defaults ``layering,exclusive-lock,object-map,fast-diff,deep-flatten``), then for each repeat run both tools on that
 same image, in this order of workloads (writes before reads, so reads hit real data):
 
     4M-seq-write, 4M-seq-read, 4K-rand-write, 4K-rand-read     (16 threads by default)
@@ -157,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--total-4m", type=parse_size, default=1 * GiB, help="bytes per 4M run (default 1G)")
     ap.add_argument("--total-4k", type=parse_size, default=64 * MiB, help="bytes per 4K run (default 64M)")
     ap.add_argument("--image-size", type=parse_size, default=1 * GiB)
+    ap.add_argument("--image-feature", default="layering",
+                    help="features of the bench image, as rbd create takes them (default layering)")
     ap.add_argument("--only", help="comma-separated workloads (4M-seq-write,4M-seq-read,4K-rand-write,4K-rand-read)")
     ap.add_argument("--tools", default="rbd,prbd", help="comma-separated tools to run (default rbd,prbd)")
     ap.add_argument("--mapped", action="store_true", help="also prbd map the image and run fio on the device")
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {}
     try:
         subprocess.run([rbd, "-c", conf, "create", "--size", f"{args.image_size // MiB}M",
-                        "--image-feature", "layering", f"{args.pool}/{image}"], check=True, capture_output=True)
+                        "--image-feature", args.image_feature, f"{args.pool}/{image}"], check=True, capture_output=True)
         for r in range(args.repeat):
             runner.log(f"repeat {r + 1}/{args.repeat}")
             for i, w in enumerate(workloads):

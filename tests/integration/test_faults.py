@@ -742,3 +742,246 @@ def test_status_device_shows_sessions(fc, tmp_path):
         fc.cable("osd.*", "pass")
         sh(*prbd, "unmap", "-o", "force", dev, check=False)
         sh(*prbd, "rm", f"rbd/{name}", check=False)
+
+
+# -- RBD exclusive lock and header watch across faults ----------------------------------------
+#
+# Issue 4: the exclusive lock is re-acquired after a reconnect, and the header watch (linger
+# op) has the fault behaviour above.  After each fault the lock must still be ours (same
+# cookie, or moved to the new watch cookie with set_cookie), a librbd writer must get it from
+# us through REQUEST_LOCK -- proof that our re-registered watch still receives notifies --
+# well before librbd's dead-owner path (the owner's 30 s watch timeout, then blocklist and
+# break), and our next write must take it back.
+
+MiB = 1 << 20
+LOCK_FAULTS = ["osd_kill_restart", "osd_kill_failover", "osd_cable_reset", "osd_cable_stall", "osd_watch_timeout",
+               "mon_cable_reset"]
+# cable faults: (proxy state, seconds); 40 s of stall outlast the OSD's 30 s watch timeout
+_LOCK_CABLE = {"osd_cable_reset": ("reset", 6), "osd_cable_stall": ("stall", 6), "osd_watch_timeout": ("stall", 40)}
+
+
+def _rbd_json(fc: FC, *args: str):
+    return json.loads(fc.cluster.rbd(*args, "--format", "json"))
+
+
+def _osd_info(fc: FC, osd: int) -> dict:
+    return next(o for o in fc.ceph("osd", "dump")["osds"] if o["osd"] == osd)
+
+
+def _wait_for(what: str, pred, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        ok, last = pred()
+        if ok:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {timeout:.0f}s; last seen: {last!r}")
+        time.sleep(interval)
+
+
+async def _lock_fault(fc: FC, r: AsyncRados, fault: str, osd: int, timings: dict) -> bool:
+    """Inject ``fault`` against ``osd`` (the header's primary) or the client's monitor and
+    bring the cluster back; returns True if the header watch must have been re-registered."""
+    t0 = time.monotonic()
+    if fault.startswith("osd_kill"):
+        name = f"osd.{osd}"
+        up_from = _osd_info(fc, osd)["up_from"]
+        await asyncio.to_thread(fc.cluster.kill, name)
+        if fault == "osd_kill_failover":
+            # let the cluster notice (heartbeats) and the watch move to the new primary
+            await asyncio.to_thread(
+                _wait_for, f"{name} marked down", lambda: ((i := _osd_info(fc, osd))["up"] == 0, i), 90)
+            timings["marked_down"] = time.monotonic() - t0
+            pid = r.pool_lookup(POOL)
+            lreq_moved = time.monotonic() + 60
+            while True:  # pyceph follows the header to its new primary
+                lr = [lr for lr in r.osdc.lingers.values() if lr.is_watch and lr.t.oid.startswith("rbd_header.")]
+                if (lr and lr[0].session is not None and lr[0].session.osd != osd and lr[0].reg_req is None
+                        and lr[0].session.osd == primary_of(r, pid, lr[0].t.oid) and lr[0].last_error is None):
+                    break
+                assert time.monotonic() < lreq_moved, (
+                    f"header watch not re-registered on the new primary 60 s after {name} was marked down: "
+                    f"{[(x.session and x.session.osd, x.reg_req, x.last_error) for x in lr]}")
+                await asyncio.sleep(0.2)
+            timings["watch_on_new_primary"] = time.monotonic() - t0
+        await asyncio.to_thread(fc.cluster.start_daemon, name)
+        await asyncio.to_thread(
+            _wait_for, f"{name} up again", lambda: ((i := _osd_info(fc, osd))["up"] == 1 and i["up_from"] > up_from, i),
+            90)
+        await asyncio.to_thread(fc.cluster.wait_clean, 180)
+        timings["cluster_clean"] = time.monotonic() - t0
+        return True
+    if fault in _LOCK_CABLE:
+        state, secs = _LOCK_CABLE[fault]
+        await asyncio.to_thread(fc.cable, f"osd.{osd}", state)
+        try:
+            await asyncio.sleep(secs)  # > keepalive timeout (3 s): a stalled session faults too
+        finally:
+            await asyncio.to_thread(fc.cable, f"osd.{osd}", "pass")
+        return True
+    assert fault == "mon_cable_reset"
+    mon = r.monc.cur_mon
+    name = _mon_name(fc, mon)
+    await asyncio.to_thread(fc.cable, name, "reset")
+    try:
+        while r.monc.cur_mon == mon or r.monc.status()["state"] != "open":
+            assert time.monotonic() - t0 < 30, f"no hunt away from {name} in 30 s: {r.monc.status()}"
+            await asyncio.sleep(0.2)
+        timings["hunted"] = time.monotonic() - t0
+    finally:
+        await asyncio.to_thread(fc.cable, name, "pass")
+    return False
+
+
+@pytest.mark.parametrize("fault", LOCK_FAULTS)
+def test_exclusive_lock_survives_fault_and_librbd_gets_it(fc, tmp_path, fault):
+    """pyceph writes an image with Pacific's default features (takes the exclusive lock);
+    then a fault: the header's primary OSD SIGKILLed and restarted at once (the watch
+    reconnects to the new instance), SIGKILLed and left down until the cluster marks it down
+    (the watch follows the header to the new primary) and then restarted, its cable reset
+    or stalled for 6 s, stalled for 40 s (the OSD times the watch out: RECONNECT gets
+    ENOTCONN, a new watch is registered and the lock must move to its cookie with
+    set_cookie), or the client's monitor cable reset.  Afterwards:
+    (a) pyceph still owns the lock: ``rbd lock ls`` shows ``auto <cookie of our current
+        watch>`` (the old cookie, or the new one moved there with set_cookie) and
+        ``rbd status`` shows our watch;
+    (b) ``rbd bench`` (librbd) asks for the lock with REQUEST_LOCK, pyceph -- still
+        receiving notifies -- releases it, the bench completes in < 20 s (not librbd's
+        dead-owner path: 30 s watch timeout, then blocklisting pyceph);
+    (c) pyceph's next write takes the lock back; ``rbd export`` has every byte and
+        ``rbd object-map check`` passes."""
+    from pyceph.rbd import (RBD_FEATURE_EXCLUSIVE_LOCK, RBD_FEATURE_FAST_DIFF, RBD_FEATURE_OBJECT_MAP,
+                            AsyncImage)
+
+    name = uniq("xlock-fault")
+    spec = f"{POOL}/{name}"
+    fc.cluster.rbd("create", "--size", "64M", spec)
+    timings: dict[str, float] = {}
+    before, after = os.urandom(64 << 10), os.urandom(64 << 10)
+
+    async def go():
+        r = await fc.client()
+        img = None
+        try:
+            io = await r.open_ioctx(POOL)
+            img = await AsyncImage.open(io, name)
+            want = RBD_FEATURE_EXCLUSIVE_LOCK | RBD_FEATURE_OBJECT_MAP | RBD_FEATURE_FAST_DIFF
+            assert img.features() & want == want, hex(img.features())
+            await img.write(8 * MiB, before)
+            lock, w = img.exclusive_lock, img.watcher
+            assert lock.is_owner() and img.object_map is not None
+            gid, addr = r.get_instance_id(), r.get_addrs()
+            cookie0 = w.cookie
+            lreq = r.osdc.lingers[cookie0]
+            recon0 = lreq.reconnects
+            pid = r.pool_lookup(POOL)
+            osd = primary_of(r, pid, img.header_oid)
+            locks = await asyncio.to_thread(_rbd_json, fc, "lock", "ls", spec)
+            assert locks == [{"id": f"auto {cookie0}", "locker": f"client.{gid}", "address": addr}], locks
+
+            t_fault = time.monotonic()
+            rewatch = await _lock_fault(fc, r, fault, osd, timings)
+
+            # The watch is registered again (RECONNECT of the same cookie, or a new watch)
+            # on the header's current primary, and the lock follows our current cookie.
+            deadline = time.monotonic() + 60
+            while True:
+                c = w.cookie
+                lr = r.osdc.lingers.get(c) if c is not None else None
+                cur = primary_of(r, pid, img.header_oid)
+                if (lr is not None and lr.committed and lr.reg_req is None and lr.last_error is None
+                        and lr.session is not None and lr.session.osd == cur and lr.session.state == "open"
+                        and (not rewatch or c != cookie0 or lr.reconnects > recon0)
+                        and lock.is_owner() and lock.cookie == f"auto {c}"):
+                    break
+                assert lock.error is None, f"exclusive lock lost after {fault}: {lock.error!r}"
+                assert time.monotonic() < deadline, (
+                    f"after {fault}: header watch/lock not re-established in 60 s: watch state {w.state}, "
+                    f"cookie {cookie0} -> {c}, lock state {lock.state} cookie {lock.cookie!r}, linger "
+                    f"{lr and (lr.committed, lr.reg_req, lr.last_error, lr.reconnects, lr.session and lr.session.osd)}"
+                    f", primary osd.{cur}")
+                await asyncio.sleep(0.2)
+            timings["rewatched"] = time.monotonic() - t_fault
+            cookie1 = w.cookie
+            if fault == "osd_watch_timeout":
+                assert cookie1 != cookie0, (
+                    f"the OSD should have timed our watch out (40 s stall > 30 s): cookie still {cookie0}")
+
+            # (a) the cluster's view: our lock, our (single) watch
+            want_lock = [{"id": f"auto {cookie1}", "locker": f"client.{gid}", "address": addr}]
+            want_watch = [{"address": addr, "client": gid, "cookie": cookie1}]
+
+            def cluster_view():
+                lk, st = _rbd_json(fc, "lock", "ls", spec), _rbd_json(fc, "status", spec)["watchers"]
+                return (lk == want_lock and st == want_watch), {"lock ls": lk, "watchers": st}
+
+            await asyncio.to_thread(_wait_for, f"after {fault}: rbd lock ls / rbd status show pyceph",
+                                    cluster_view, 20)
+
+            # (b) librbd asks us for the lock and gets it promptly
+            requests0 = w.stats.get("RequestLock", 0)
+            t0 = time.monotonic()
+            try:
+                p = await asyncio.to_thread(
+                    subprocess.run, ["rbd", "-c", fc.conf, "bench", "--io-type", "write", "--io-size", "4K",
+                                     "--io-threads", "1", "--io-total", "1M", "--io-pattern", "seq", spec],
+                    capture_output=True, text=True, timeout=90)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"after {fault}: rbd bench did not finish in 90 s (lock never handed over); "
+                                     f"pyceph lock state {lock.state}, RequestLock notifies seen "
+                                     f"{w.stats.get('RequestLock', 0) - requests0}") from None
+            timings["bench"] = time.monotonic() - t0
+            assert p.returncode == 0, f"after {fault}: rbd bench failed: {p.stderr}"
+            got_requests = w.stats.get("RequestLock", 0) - requests0
+            assert got_requests >= 1, (
+                f"after {fault}: pyceph received no REQUEST_LOCK notify from librbd (watch deaf after the "
+                f"fault); bench took {timings['bench']:.1f}s; stats {w.stats}")
+            blocked = await asyncio.to_thread(fc.ceph, "osd", "blocklist", "ls", json=False)  # (JSON: "[][]")
+            assert addr not in blocked, f"after {fault}: librbd blocklisted pyceph ({addr}) to break its lock"
+            assert lock.error is None and not lock.is_owner(), (lock.error, lock.state)
+            assert timings["bench"] < 20, (
+                f"after {fault}: librbd needed {timings['bench']:.1f}s to get the lock (dead-owner path?)")
+
+            # (c) our next write takes the lock back
+            await asyncio.wait_for(img.write(12 * MiB, after), 30)
+            assert lock.is_owner() and w.cookie is not None
+            locks = await asyncio.to_thread(_rbd_json, fc, "lock", "ls", spec)
+            assert locks == [{"id": f"auto {w.cookie}", "locker": f"client.{gid}", "address": addr}], locks
+            assert await img.read(8 * MiB, len(before)) == before
+            assert await img.read(12 * MiB, len(after)) == after
+            await asyncio.wait_for(img.close(), 30)
+            img = None
+            return cookie0, cookie1
+        finally:
+            if img is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(img.close(), 30)
+            await r.shutdown()
+
+    try:
+        cookie0, cookie1 = run(go(), 420)
+        out = tmp_path / "export"
+        fc.cluster.rbd("export", "--no-progress", spec, str(out), timeout=120)
+        data = out.read_bytes()
+        assert len(data) == 64 * MiB
+        assert data[8 * MiB:8 * MiB + len(before)] == before, "pyceph's write before the fault lost"
+        assert data[12 * MiB:12 * MiB + len(after)] == after, "pyceph's write after the fault lost"
+        extents = _rbd_json(fc, "diff", spec)  # list-snaps based: exact extents
+        bench = sum(max(0, min(e["offset"] + e["length"], MiB) - e["offset"]) for e in extents)
+        assert bench == MiB, f"librbd's bench data missing: {extents}"
+        assert not any(data[MiB:8 * MiB]) and not any(data[8 * MiB + len(before):12 * MiB])
+        assert not any(data[12 * MiB + len(after):])
+        fc.cluster.rbd("object-map", "check", "--no-progress", spec, timeout=120)
+        assert _rbd_json(fc, "lock", "ls", spec) == [] and _rbd_json(fc, "status", spec)["watchers"] == []
+        note(f"exclusive lock, {fault}: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
+             + f"; watch cookie {cookie0} -> {cookie1}")
+    finally:
+        for o in range(fc.cluster.state["osds"]):  # later tests want every OSD
+            if fc.cluster.pid(f"osd.{o}") is None:
+                with contextlib.suppress(Exception):
+                    fc.cluster.start_daemon(f"osd.{o}")
+        with contextlib.suppress(Exception):
+            fc.cable("all", "pass")
+        with contextlib.suppress(Exception):
+            fc.cluster.rbd("rm", "--no-progress", spec, timeout=120)
