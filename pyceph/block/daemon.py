@@ -17,6 +17,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -31,6 +32,9 @@ from . import fuseserver, loopdev, registry
 from . import fuseproto
 from .fuseproto import FuseSession
 from .fusefile import BlockImage, ImageFile, errno_of
+
+#: linux/fs.h _IOR(0x12, 114, size_t): a block device's size in bytes
+BLKGETSIZE64 = 0x80081272
 
 log = logging.getLogger("pyceph.block.daemon")
 
@@ -272,34 +276,35 @@ class _Daemon:
 
     async def _follow_size(self) -> None:
         """Resize the device when the image's size changes (``rbd resize`` elsewhere:
-        the image refreshes on the header-update notification), like krbd does."""
-        last = self.image.size
+        the image refreshes on the header-update notification), like krbd does.
+
+        Compares the image size with the loop device's own size (not with a remembered
+        value), so a change that lands before this task first runs is not missed and a
+        resize the kernel did not take yet is retried at the next poll."""
         while True:
             await asyncio.sleep(self.size_poll)
             size = self.image.size
-            if size == last:
+            if size == self._device_size():
                 continue
             try:
-                seen = await self._blocking(self._set_capacity)
+                await self._blocking(self._set_capacity)
             except Exception as e:  # noqa: BLE001 - retried at the next poll
                 log.error("resizing loop%d to %d: %r", self.index, size, e)
                 continue
-            if seen != size:
-                # the kernel still had the old size cached: try again at the next poll
-                log.info("loop%d saw %d bytes, image has %d: retrying", self.index, seen, size)
-                continue
-            log.info("image size %d -> %d: loop%d resized", last, size, self.index)
-            last = size
+            log.info("image size %d: loop%d now %d bytes", size, self.index, self._device_size())
 
-    def _set_capacity(self) -> int:
-        """Make the loop device take the image's current size; returns the file size the
-        kernel saw (bytes)."""
+    def _device_size(self) -> int:
+        """Size of the loop device in bytes (BLKGETSIZE64)."""
+        buf = bytearray(8)
+        fcntl.ioctl(self.loop_fd, BLKGETSIZE64, buf)
+        return int.from_bytes(buf, "little")
+
+    def _set_capacity(self) -> None:
         # the kernel caches the FUSE file's size: drop it, let stat fetch the new one
         # (GETATTR, answered by our loop), then make loop re-read it (LOOP_SET_CAPACITY)
         self.fuse.notify(fuseproto.notify_inval_inode())
-        seen = os.stat(self.mountpoint).st_size
+        os.stat(self.mountpoint)
         loopdev.set_capacity(self.loop_fd)
-        return seen
 
     async def _unless_stopped(self, coro):
         """Await ``coro`` unless SIGTERM/SIGINT comes first (then it is cancelled)."""
