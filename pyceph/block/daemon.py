@@ -284,7 +284,7 @@ class _Daemon:
         while True:
             await asyncio.sleep(self.size_poll)
             size = self.image.size
-            if size == self._device_size():
+            if size & ~511 == self._device_size():  # loop sizes are whole 512-byte sectors
                 continue
             try:
                 await self._blocking(self._set_capacity)
