@@ -202,6 +202,12 @@ class EntityAddr:
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
         return f"{host}:{self.port}"
 
+    def legacy_str(self) -> str:
+        """``entity_addr_t::get_legacy_str()``: ``ip:port/nonce`` (``[v6]:port/nonce``),
+        no type prefix -- the form of ``rados listwatchers``, ``osd blocklist`` and
+        ``rbd lock ls``."""
+        return f"{self.hostport}/{self.nonce}"
+
 
 @dataclass(frozen=True)
 class EntityAddrvec:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .. import errors
+from ..rados import strip_addr_type
 from ..config import ClientConfig
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50, "E": 1 << 60}
@@ -226,13 +227,8 @@ def fmt_addr(addr: Any) -> str:
 def fmt_legacy_addr(addr: Any) -> str:
     """``entity_addr_t::get_legacy_str()`` (no type prefix): ``rbd lock ls``'s Address."""
     if isinstance(addr, str):
-        for p in ("v1:", "v2:", "any:"):
-            if addr.startswith(p):
-                return addr[len(p):]
-        return addr
-    ip = addr.ip
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"{host}:{addr.port}/{addr.nonce}"
+        return strip_addr_type(addr)
+    return addr.legacy_str()
 
 
 class Progress:

@@ -311,11 +311,6 @@ async def list_lockers(io, header_oid: str) -> tuple[list[dict], bool, str]:
     return lockers, info.lock_type == LOCK_EXCLUSIVE, info.tag
 
 
-async def list_watchers(io, oid: str) -> list[Any]:
-    """Watchers of ``oid``."""
-    return await io.list_watchers(oid)
-
-
 # -- create / ls / info / rm ------------------------------------------------------------
 
 def cmd_create(args) -> int:
@@ -935,7 +930,7 @@ def cmd_status(args) -> int:
 
     async def go(img):
         with failing("show status failed"):
-            return await list_watchers(img.ioctx, img.header_oid)
+            return await img.ioctx.list_watchers(img.header_oid)
 
     watchers = _with_image(args, spec, True, go)
     rows = [{"address": fmt_addr(w.addr), "client": int(w.name.num), "cookie": int(w.cookie)} for w in watchers]

@@ -124,7 +124,7 @@ class AsyncRados:
         a = self.monc.client_addr
         if a is None:
             raise make_ex(-107, "not connected")
-        return format_addr(a)
+        return a.legacy_str()
 
     async def blocklist_add(self, addr: str, expire_s: float | None = None, timeout: float = 30.0) -> None:
         """Blocklist a client address (``osd blocklist add ADDR [EXPIRE]``, as librados
@@ -140,13 +140,6 @@ class AsyncRados:
         if ret < 0:
             raise make_ex(ret, f"osd blocklist add {a}: {outs}")
         await self.monc.wait_for_latest_osdmap(timeout)
-
-
-def format_addr(a) -> str:
-    """``EntityAddr`` -> ``"IP:PORT/NONCE"`` (IPv6 in brackets), the address form of
-    ``rados listwatchers`` and ``osd blocklist``."""
-    host = f"[{a.ip}]" if ":" in a.ip else a.ip
-    return f"{host}:{a.port}/{a.nonce}"
 
 
 def strip_addr_type(addr: str) -> str:
@@ -302,7 +295,7 @@ class AsyncIoctx:
 
     async def list_watchers(self, oid: str) -> list[O.WatchItem]:
         """The watchers of ``oid`` (``WatchItem``: name ``client.N``, cookie,
-        timeout_seconds, addr; ``format_addr(item.addr)`` is the blocklist form)."""
+        timeout_seconds, addr; ``item.addr.legacy_str()`` is the blocklist form)."""
         reply = await self._op(oid, [O.list_watchers()], write=False)
         return O.decode_list_watchers(reply.ops[0].outdata)
 

@@ -87,12 +87,6 @@ def addr_equal_no_type(a: EntityAddr, b: EntityAddr) -> bool:
     return a.ip == b.ip and a.port == b.port and a.nonce == b.nonce
 
 
-def addr_legacy_str(a: EntityAddr) -> str:
-    """``entity_addr_t::get_legacy_str()``: ``ip:port/nonce`` (``[v6]:port/nonce``) — the
-    form librbd blocklists."""
-    return f"{a.hostport}/{a.nonce}"
-
-
 # ---------------------------------------------------------------------------
 # cls_lock set_cookie
 
@@ -148,7 +142,7 @@ class LockOwner(cls.LockerInfo):
                 and addr_equal_no_type(self.addr, other.addr))
 
     def __str__(self) -> str:
-        return f"{self.entity} cookie={self.cookie!r} addr={addr_legacy_str(self.addr)}"
+        return f"{self.entity} cookie={self.cookie!r} addr={self.addr.legacy_str()}"
 
 
 async def get_lock_owner_info(ioctx: Any, header_oid: str) -> LockOwner | None:
@@ -355,7 +349,7 @@ class ExclusiveLock:
             refreshed = await self._get_owner_checked()
             if refreshed is None or not refreshed.same_locker(owner):
                 continue
-            addr = addr_legacy_str(owner.addr)
+            addr = owner.addr.legacy_str()
             if self._is_me(owner):
                 # a stale lock of ours (an older watch of this client): never fence ourselves
                 log.warning("lock %s: breaking our own stale lock %s", self.header_oid, owner)
@@ -506,5 +500,5 @@ def _log_task_error(t: asyncio.Task) -> None:
 __all__ = [
     "RBD_LOCK_NAME", "RBD_LOCK_TAG", "RBD_LOCK_COOKIE_PREFIX", "ExclusiveLock", "LockOwner",
     "SetCookieOp", "lock_set_cookie", "get_lock_owner_info", "format_lock_cookie",
-    "parse_lock_cookie", "addr_equal_no_type", "addr_legacy_str",
+    "parse_lock_cookie", "addr_equal_no_type",
 ]

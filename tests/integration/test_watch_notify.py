@@ -26,7 +26,7 @@ from pyceph.cluster import DevCluster
 from pyceph.config import ClientConfig
 from pyceph.errors import Blocklisted, ObjectNotFound
 from pyceph.osd import ops as O
-from pyceph.rados import AsyncRados, Rados, format_addr
+from pyceph.rados import AsyncRados, Rados
 
 POOL = "rbd"
 
@@ -133,7 +133,7 @@ def test_listwatchers_shows_our_watch_at_get_addrs(cluster):
         (item,) = await io.list_watchers(oid)
         assert (str(item.name), item.cookie, item.timeout_seconds) == (
             f"client.{r.get_instance_id()}", cookie, 17)
-        assert format_addr(item.addr) == r.get_addrs()
+        assert item.addr.legacy_str() == r.get_addrs()
         await io.unwatch(cookie)
         rc, out, _ = await arun(rados_argv(cluster, "listwatchers", oid))
         assert out.strip() == "" and await io.list_watchers(oid) == []
@@ -291,14 +291,14 @@ def test_blocklist_add_other_client_fails_its_watch(cluster):
         w = Watcher(iob, oid)
         cookie = await w.start()
         (item,) = await ioa.list_watchers(oid)
-        victim = format_addr(item.addr)
+        victim = item.addr.legacy_str()
         assert victim == b.get_addrs()
         await a.blocklist_add("v2:" + victim, expire_s=120)
         try:
             bl = cluster.ceph("osd", "blocklist", "ls", json=False)
             assert victim in bl, bl
             # our OSDMap already holds the entry
-            assert any(format_addr(x) == victim for x in a.osdmap.blocklist)
+            assert any(x.legacy_str() == victim for x in a.osdmap.blocklist)
             await until(lambda: w.errors, 30)
             assert w.errors[0][0] == cookie and isinstance(w.errors[0][1], Blocklisted)
             with pytest.raises(Blocklisted):

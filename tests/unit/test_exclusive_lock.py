@@ -27,7 +27,6 @@ from pyceph.rbd.exclusive_lock import (
     RBD_LOCK_NAME,
     ExclusiveLock,
     SetCookieOp,
-    addr_legacy_str,
     format_lock_cookie,
     parse_lock_cookie,
 )
@@ -89,13 +88,13 @@ class FakeRados:
         return self.gid
 
     def blocklisted(self):
-        return addr_legacy_str(self.addr) in self.cluster.blocklist
+        return self.addr.legacy_str() in self.cluster.blocklist
 
     async def blocklist_add(self, addr, expire_s=None):
         self.cluster.blocklist.append(addr)
         for oid, ws in self.cluster.watches.items():
             for w in list(ws.values()):
-                if addr_legacy_str(w.client.addr) == addr:
+                if w.client.addr.legacy_str() == addr:
                     self.cluster.remove_watch(oid, w.cookie)
                     w.on_error(w.cookie, make_ex(-108, "watch"))
 
@@ -270,8 +269,8 @@ def test_set_cookie_op_bytes():
 
 
 def test_legacy_addr_str():
-    assert addr_legacy_str(EntityAddr(ADDR_TYPE_MSGR2, 77, "10.0.0.1", 0)) == "10.0.0.1:0/77"
-    assert addr_legacy_str(EntityAddr(ADDR_TYPE_ANY, 5, "::1", 6800)) == "[::1]:6800/5"
+    assert EntityAddr(ADDR_TYPE_MSGR2, 77, "10.0.0.1", 0).legacy_str() == "10.0.0.1:0/77"
+    assert EntityAddr(ADDR_TYPE_ANY, 5, "::1", 6800).legacy_str() == "[::1]:6800/5"
 
 
 # --- watcher ------------------------------------------------------------------------------
@@ -437,7 +436,7 @@ def test_dead_owner_is_blocklisted_and_broken():
         a.rados.responsive = False
         await b.lock.acquire(timeout=5)
         assert b.lock.is_owner()
-        assert c.blocklist == [addr_legacy_str(a.rados.addr)] == ["127.0.0.1:50081/1081"]
+        assert c.blocklist == [a.rados.addr.legacy_str()] == ["127.0.0.1:50081/1081"]
         assert b.lock.broken_locks == [("client.81", "127.0.0.1:50081/1081")]
         assert list(lockers(c)) == [("client.82", f"auto {b.watcher.cookie}")]
         assert "break_lock" in c.lock_calls
@@ -581,7 +580,7 @@ def test_blocklisted_client_loses_the_lock_for_good():
         await a.watcher.start()
         await b.watcher.start()
         await a.lock.acquire()
-        await b.rados.blocklist_add(addr_legacy_str(a.rados.addr))
+        await b.rados.blocklist_add(a.rados.addr.legacy_str())
         await settle()
         assert not a.lock.is_owner()
         assert isinstance(a.lock.error, Blocklisted) and isinstance(a.watcher.error, Blocklisted)
