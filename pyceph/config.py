@@ -51,8 +51,10 @@ DEFAULTS: dict[str, str] = {
     "osd_reconnect_backoff_max": "15",
     "ms_connection_idle_timeout": "900",
     "osd_idle_ttl": "60",
-    "ms_mon_client_mode": "crc",
-    "ms_client_mode": "crc",
+    # Ceph's defaults (src/common/options/global.yaml.in): preference order, first wins
+    # when the server allows several.  krbd's single ``ms_mode`` option overrides both.
+    "ms_mon_client_mode": "secure crc",
+    "ms_client_mode": "crc secure",
     "rbd_default_order": "22",
     "rbd_default_features": "1",
 }
@@ -322,6 +324,20 @@ class ClientConfig:
     def get_int(self, key: str, default: int = 0) -> int:
         return int(self.get_float(key, default))
 
+    def msgr_modes(self, for_mon: bool) -> tuple[str, ...]:
+        """Connection modes to offer, in preference order: ``("legacy",)`` means msgr1,
+        otherwise a non-empty tuple of ``"crc"``/``"secure"`` (msgr2.1 con modes).
+
+        krbd's ``ms_mode`` option (map option or ceph.conf) wins; else ceph.conf's
+        ``ms_mon_client_mode`` (``for_mon``) or ``ms_client_mode``.  Raises
+        :class:`ConfigError` for an unknown value.
+        """
+        explicit = self.options.get("ms_mode")
+        if explicit:
+            return parse_ms_mode(explicit, "ms_mode")
+        key = "ms_mon_client_mode" if for_mon else "ms_client_mode"
+        return parse_ms_mode(self.get(key) or "crc", key)
+
     @property
     def auth_required(self) -> bool:
         mode = self.get("auth_client_required") or self.get("auth_supported") or "cephx"
@@ -435,6 +451,35 @@ class ClientConfig:
             cluster=cluster,
             fsid=opts.get("fsid"),
         )
+
+
+# krbd's ms_mode values (net/ceph/ceph_common.c ceph_param_ms_mode) and what each offers,
+# in preference order: "legacy" is msgr1, the others msgr2 connection modes.
+MS_MODE_CHOICES: dict[str, tuple[str, ...]] = {
+    "legacy": ("legacy",),
+    "crc": ("crc",),
+    "secure": ("secure",),
+    "prefer-crc": ("crc", "secure"),
+    "prefer-secure": ("secure", "crc"),
+}
+
+
+def parse_ms_mode(value: str, origin: str = "ms_mode") -> tuple[str, ...]:
+    """Parse a krbd ``ms_mode`` value (``legacy|crc|secure|prefer-crc|prefer-secure``) or a
+    ceph.conf ``ms_client_mode``/``ms_mon_client_mode`` list (``"crc secure"``, in
+    preference order) into a tuple of ``"legacy"``, ``"crc"``, ``"secure"``.
+
+    Raises :class:`ConfigError` naming ``origin`` for anything else.
+    """
+    v = value.strip().lower()
+    if v in MS_MODE_CHOICES:
+        return MS_MODE_CHOICES[v]
+    modes = tuple(m for m in re.split(r"[\s,;]+", v) if m)
+    if modes and all(m in ("crc", "secure") for m in modes) and len(set(modes)) == len(modes):
+        return modes
+    raise ConfigError(
+        f"{origin} = {value!r}: expected one of {', '.join(MS_MODE_CHOICES)} or a list of crc/secure"
+    )
 
 
 ENTITY_SECTION = {0x08: "client", 0x04: "osd", 0x01: "mon", 0x10: "mgr", 0x02: "mds"}
