@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mapped-size", type=parse_size, default=512 * MiB, help="bytes per fio 4M job")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per bench command")
     ap.add_argument("--prbd", help="command to run as prbd (default: the prbd beside this python)")
+    ap.add_argument("--rbd", help="command to run as rbd (default: rbd on $PATH); for another release's "
+                    "dev cluster: --rbd 'pyceph cluster exec --dir DIR -- rbd'")
     ap.add_argument("--extra", action="append", default=[], metavar="NAME=CMD",
                     help="one more prbd-like tool to run in the same rounds, e.g. before/after a change: "
                     "--extra 'old=env PYTHONPATH=/tmp/old /work/venv/bin/python -P -m pyceph.cli.prbd' "
@@ -176,10 +178,10 @@ def main(argv: list[str] | None = None) -> int:
 
     prbd_exe = shutil.which("prbd", path=str(Path(sys.executable).parent)) or shutil.which("prbd")
     prbd = shlex.split(args.prbd) if args.prbd else ([prbd_exe] if prbd_exe else [])
-    rbd = shutil.which("rbd")
-    if not prbd or not rbd:
+    rbd_cmd = shlex.split(args.rbd) if args.rbd else ([shutil.which("rbd")] if shutil.which("rbd") else [])
+    if not prbd or not rbd_cmd:
         ap.error("need both `rbd` (ceph-common) and `prbd` (this project's console script)")
-    commands = {"rbd": [rbd], "prbd": prbd}
+    commands = {"rbd": rbd_cmd, "prbd": prbd}
     for item in args.extra:
         name, sep, cmd = item.partition("=")
         if not sep or not name or name in commands:
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     mapped: dict | None = None
     result: dict = {}
     try:
-        subprocess.run([rbd, "-c", conf, "create", "--size", f"{args.image_size // MiB}M",
+        subprocess.run([*rbd_cmd, "-c", conf, "create", "--size", f"{args.image_size // MiB}M",
                         "--image-feature", args.image_feature, f"{args.pool}/{image}"], check=True, capture_output=True)
         for r in range(args.repeat):
             runner.log(f"repeat {r + 1}/{args.repeat}")
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 subprocess.run([*prbd, "-c", conf, "unmap", dev], capture_output=True, cwd="/")
     finally:
-        subprocess.run([rbd, "-c", conf, "rm", "--no-progress", f"{args.pool}/{image}"], capture_output=True)
+        subprocess.run([*rbd_cmd, "-c", conf, "rm", "--no-progress", f"{args.pool}/{image}"], capture_output=True)
         if cluster is not None:
             cluster.stop()
             if tmpdir:
