@@ -210,7 +210,8 @@ def _ns_name(t: Any) -> str:
 async def list_user_snaps(img, all_namespaces: bool = False) -> list[dict]:
     """The image's snapshots, by id: ``id, name, size, protected (bool), timestamp
     (rbd's ctime text, "" if unset), namespace ({"type": name}; trash snapshots add
-    original_name)``; only user snapshots unless ``all_namespaces``.  Reads
+    original_namespace_type and original_name, as rbd 20 "Tentacle" prints them; rbd 16
+    and 18 print only original_name)``; only user snapshots unless ``all_namespaces``.  Reads
     ``img.list_snaps()`` (:func:`pyceph.rbd.snapshot.snap_dict` dicts)."""
     out = []
     for s in await img.list_snaps():
@@ -221,7 +222,8 @@ async def list_user_snaps(img, all_namespaces: bool = False) -> list[dict]:
         nsinfo: dict[str, Any] = {"type": "user" if user else _ns_name(s.get("namespace_name") or ns)}
         trash = s.get("trash")
         if nsinfo["type"] == "trash" and isinstance(trash, dict):
-            nsinfo["original_name"] = trash.get("original_name", "")  # Pacific prints only the name
+            nsinfo["original_namespace_type"] = _ns_name(trash.get("original_namespace_type", 0))
+            nsinfo["original_name"] = trash.get("original_name", "")
         out.append({"id": int(s["id"]), "name": s["name"], "size": int(s["size"]),
                     "protected": user and bool(s["protected"]), "timestamp": _ctime(s["timestamp"]),
                     "namespace": nsinfo})
@@ -230,9 +232,10 @@ async def list_user_snaps(img, all_namespaces: bool = False) -> list[dict]:
 
 
 def _ns_text(ns: dict) -> str:
-    """``rbd snap ls --all``'s NAMESPACE cell (Pacific): ``user``, ``trash (name)``."""
+    """``rbd snap ls --all``'s NAMESPACE cell as rbd 20 prints it: ``user``,
+    ``trash (user NAME)`` (rbd 16/18: ``trash (NAME)``)."""
     if ns["type"] == "trash" and "original_name" in ns:
-        return f"trash ({ns['original_name']})"
+        return f"trash ({ns.get('original_namespace_type', 'user')} {ns['original_name']})"
     return ns["type"]
 
 

@@ -266,12 +266,12 @@ def test_list_user_snaps_filters_namespaces_and_formats_time():
 def test_snap_ls_all_namespaces(monkeypatch, capsys):
     snaps = [dict(SNAPS[0], namespace={"type": "user"}),
              {"id": 6, "name": "2742a78e", "size": 8 << 20, "protected": False, "timestamp": "Sat Nov 21 11:41:04 2026",
-              "namespace": {"type": "trash", "original_name": "s"}}]
+              "namespace": {"type": "trash", "original_namespace_type": "user", "original_name": "s"}}]
     _, out, _ = run_cmd(monkeypatch, capsys, ["snap", "ls", "--all", "img"], snaps, "_with_image")
-    assert out.splitlines()[0].endswith("TIMESTAMP                 NAMESPACE")
-    assert out.splitlines()[2].endswith("Sat Nov 21 11:41:04 2026  trash (s)")
+    assert out.splitlines()[0].rstrip().endswith("TIMESTAMP                 NAMESPACE")
+    assert out.splitlines()[2].endswith("Sat Nov 21 11:41:04 2026  trash (user s)")  # rbd 20's form
     _, out, _ = run_cmd(monkeypatch, capsys, ["snap", "ls", "-a", "img", "--format", "json"], snaps, "_with_image")
-    assert json.loads(out)[1]["namespace"] == {"type": "trash", "original_name": "s"}
+    assert json.loads(out)[1]["namespace"] == {"type": "trash", "original_namespace_type": "user", "original_name": "s"}
 
 
 def test_children_output(monkeypatch, capsys):
