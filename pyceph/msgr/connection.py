@@ -352,6 +352,11 @@ class Connection:
         return self.protocol.negotiated_features
 
     @property
+    def con_mode(self) -> int:
+        """The msgr2 connection mode in use (CEPH_CON_MODE_CRC/SECURE; 0 before AUTH_DONE)."""
+        return self.protocol.con_mode
+
+    @property
     def session(self) -> Session:
         return self.protocol.session
 
