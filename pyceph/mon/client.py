@@ -201,7 +201,7 @@ class MonClient(AuthHooksMixin):
             "state": self.state,
             "mon": self.cur_mon,
             "connection_state": con.state.value if con is not None else None,
-            "con_mode": con.mode_name if con is not None else None,
+            "con_mode": getattr(con, "mode_name", None) if con is not None else None,
             "global_id": self.global_id,
             "addr": str(self.client_addr) if self.client_addr is not None else None,
             "sessions_opened": self.sessions_opened,

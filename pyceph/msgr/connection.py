@@ -297,7 +297,7 @@ async def _open_socket(host: str, port: int) -> socket.socket:
 
 
 class Connection:
-    """One client connection to a Ceph daemon at ``peer_addr`` (msgr2.1, crc mode).
+    """One client connection to a Ceph daemon at ``peer_addr`` (msgr2.1, crc or secure mode).
 
     ``Connection(addr, ops, entity_type=ENTITY_TYPE_CLIENT, features=...)``; keyword
     arguments ``peer_type``, ``my_addr``, ``global_id``, ``required_features``,
