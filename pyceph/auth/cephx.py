@@ -72,7 +72,7 @@ CEPH_CON_MODE_SECURE = 2
 CEPH_AUTH_MODE_AUTHORIZER = 1
 CEPH_AUTH_MODE_MON = 10
 CON_MODE_BY_NAME = {"crc": CEPH_CON_MODE_CRC, "secure": CEPH_CON_MODE_SECURE}
-CON_MODE_NAMES = {v: k for k, v in CON_MODE_BY_NAME.items()}
+CON_MODE_NAMES = {CEPH_CON_MODE_UNKNOWN: "unknown", CEPH_CON_MODE_CRC: "crc", CEPH_CON_MODE_SECURE: "secure"}
 
 
 def con_modes_from_names(names) -> tuple[int, ...]:

@@ -57,6 +57,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+from ..auth.cephx import CEPH_CON_MODE_CRC, CEPH_CON_MODE_SECURE, CEPH_CON_MODE_UNKNOWN, CON_MODE_NAMES
 from ..errors import FeatureNotSupported, ProtocolError
 from ..types import ADDR_TYPE_ANY, ENTITY_TYPE_CLIENT, EntityAddr, EntityAddrvec
 from . import features as F
@@ -66,11 +67,10 @@ from .message import Message
 
 log = logging.getLogger(__name__)
 
-# CEPH_CON_MODE_* (include/linux/ceph/auth.h, src/auth/Auth.h)
-CON_MODE_UNKNOWN = 0
-CON_MODE_CRC = 1
-CON_MODE_SECURE = 2
-CON_MODE_NAMES = {CON_MODE_UNKNOWN: "unknown", CON_MODE_CRC: "crc", CON_MODE_SECURE: "secure"}
+# CEPH_CON_MODE_* (include/linux/ceph/auth.h, src/auth/Auth.h), declared in auth.cephx
+CON_MODE_UNKNOWN = CEPH_CON_MODE_UNKNOWN
+CON_MODE_CRC = CEPH_CON_MODE_CRC
+CON_MODE_SECURE = CEPH_CON_MODE_SECURE
 # CEPH_MSG_CONNECT_LOSSY: the CLIENT_IDENT / SERVER_IDENT flags bit
 MSG_CONNECT_LOSSY = 1
 
