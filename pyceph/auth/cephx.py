@@ -71,6 +71,20 @@ CEPH_CON_MODE_CRC = 1
 CEPH_CON_MODE_SECURE = 2
 CEPH_AUTH_MODE_AUTHORIZER = 1
 CEPH_AUTH_MODE_MON = 10
+CON_MODE_BY_NAME = {"crc": CEPH_CON_MODE_CRC, "secure": CEPH_CON_MODE_SECURE}
+CON_MODE_NAMES = {CEPH_CON_MODE_UNKNOWN: "unknown", CEPH_CON_MODE_CRC: "crc", CEPH_CON_MODE_SECURE: "secure"}
+
+
+def con_modes_from_names(names) -> tuple[int, ...]:
+    """msgr2 connection modes (CEPH_CON_MODE_*) for names in preference order, as
+    :meth:`pyceph.config.ClientConfig.msgr_modes` returns them (``("secure", "crc")``).
+    ``"legacy"`` (msgr1, which has no modes) is skipped; nothing left gives ``(CRC,)``."""
+    modes = tuple(CON_MODE_BY_NAME[n] for n in names if n in CON_MODE_BY_NAME)
+    return modes or (CEPH_CON_MODE_CRC,)
+
+
+def _mode_names(modes) -> str:
+    return ", ".join(CON_MODE_NAMES.get(m, str(m)) for m in modes) or "none"
 
 # cephx request types (auth_x_protocol.h)
 CEPHX_GET_AUTH_SESSION_KEY = 0x0100
@@ -227,7 +241,7 @@ class CephxServiceHooks:
         """Returns ``(CEPH_AUTH_CEPHX, preferred_modes, authorizer bytes)``; a fresh
         authorizer (new nonce) each call.  Raises AuthError without a valid ticket."""
         self.authorizer = self.client.build_authorizer(self.service_type)
-        return CEPH_AUTH_CEPHX, list(self.client.con_modes), self.authorizer.bl
+        return CEPH_AUTH_CEPHX, list(self.client.service_con_modes), self.authorizer.bl
 
     def handle_auth_reply_more(self, con, payload: bytes) -> bytes:
         if self.authorizer is None:
@@ -235,7 +249,10 @@ class CephxServiceHooks:
         return self.authorizer.add_challenge(payload)
 
     def handle_auth_done(self, con, global_id: int, con_mode: int, payload: bytes) -> tuple[bytes, bytes]:
-        """Returns ``(session_key, connection_secret)``; raises AuthError on a bad reply."""
+        """Returns ``(session_key, connection_secret)``: the service ticket's session key
+        and the ``CephXAuthorizeReply`` v2 connection secret (64 bytes in secure mode, for
+        the on-wire AES-GCM keys; kernel ``ceph_x_verify_authorizer_reply``).  Raises
+        AuthError on a bad reply."""
         if self.authorizer is None:
             raise ProtocolError("AUTH_DONE before AUTH_REQUEST")
         secret = self.authorizer.verify_reply(payload)
@@ -248,7 +265,7 @@ class CephxServiceHooks:
         self.client.invalidate_ticket(ENTITY_TYPE_AUTH)
         _bad_method(
             f"{_svc(self.service_type)} for {self.client.entity_name}",
-            method, result, allowed_methods, allowed_modes, self.client.con_modes,
+            method, result, allowed_methods, allowed_modes, self.client.service_con_modes,
         )
 
 
@@ -258,7 +275,10 @@ def _bad_method(who, method, result, allowed_methods, allowed_modes, con_modes) 
     if CEPH_AUTH_CEPHX not in allowed_methods:
         why = f"auth method cephx not allowed (allowed methods {allowed_methods})"
     elif not any(m in allowed_modes for m in con_modes):
-        why = f"connection modes {list(con_modes)} not allowed (allowed modes {allowed_modes})"
+        why = (
+            f"connection modes offered ({_mode_names(con_modes)}) not allowed by the server "
+            f"(it allows {_mode_names(allowed_modes)}; see ms_mode / ms_client_mode / ms_mon_client_mode)"
+        )
     else:
         why = f"authentication failed with result {result}"
     ex = AuthError(f"cephx: {who}: {why}")
@@ -273,7 +293,9 @@ class CephxClient:
     ``CephxClient(EntityName.parse("client.admin"), key, ENTITY_TYPE_MON | ENTITY_TYPE_OSD
     | ENTITY_TYPE_MGR)``; ``secret`` is a :class:`CryptoKey`, its encoded bytes, a bare
     16-byte AES secret, or the keyring's base64 string.
-    ``con_modes`` are the msgr2 modes offered in preference order (CRC only by default).
+    ``con_modes`` are the msgr2 modes (CEPH_CON_MODE_*) offered to monitors in preference
+    order (CRC only by default), ``service_con_modes`` those offered to OSDs/MGRs
+    (default: ``con_modes``); see :func:`con_modes_from_names`.
     ``random_bytes(n)`` and ``clock()`` (Unix seconds) are injectable for tests.
     """
 
@@ -284,6 +306,7 @@ class CephxClient:
         want_services: int = ENTITY_TYPE_MON | ENTITY_TYPE_OSD | ENTITY_TYPE_MGR,
         *,
         con_modes: tuple[int, ...] = (CEPH_CON_MODE_CRC,),
+        service_con_modes: tuple[int, ...] | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         clock: Callable[[], float] = time.time,
     ):
@@ -299,6 +322,7 @@ class CephxClient:
         self.secret: CryptoKey = secret
         self.want_keys = (want_services | ENTITY_TYPE_AUTH) & 0xFFFFFFFF
         self.con_modes = tuple(con_modes)
+        self.service_con_modes = tuple(service_con_modes) if service_con_modes is not None else self.con_modes
         self.global_id = 0
         self.tickets: dict[int, TicketHandler] = {}
         self.starting = True
@@ -504,7 +528,9 @@ class CephxClient:
 
     def handle_auth_done(self, con, global_id: int, con_mode: int, payload: bytes) -> tuple[bytes, bytes]:
         """AUTH_DONE: decrypt our tickets.  Returns ``(session_key, connection_secret)``
-        (the AUTH ticket's 16-byte session key; the secret is b"" when none was sent).
+        (the AUTH ticket's session key; the connection secret from the cephx v2 reply's
+        encrypted ``cbl``, 64 bytes when the mon chose secure mode, else b"" or unused;
+        CephxClientHandler::handle_response, kernel ``handle_auth_session_key``).
 
         Raises AuthError if our key does not decrypt the reply (naming the entity) or the
         mon refused us; DecodeError/ProtocolError if it is malformed.

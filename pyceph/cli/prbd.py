@@ -27,6 +27,7 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 from .. import errors
+from ..config import parse_ms_mode
 from ..rbd import AsyncImage, AsyncRBD
 from ..rbd import cls_client as cls
 from ..rbd import diff as rbd_diff
@@ -1306,6 +1307,8 @@ def cmd_map(args) -> int:
     spec = _spec(args, SNAP_PERMITTED)
     req = map_request(spec, args.options or [], args.read_only, args.exclusive)
     cfg = load_config(args)  # fail here, in the foreground, on a bad conf or key
+    if "ms_mode" in req["options"]:
+        parse_ms_mode(str(req["options"]["ms_mode"]), "map option ms_mode")
     daemon_argv = [sys.executable, "-m", "pyceph.cli.prbd", "_map-daemon"]
     if cfg.conf_path:
         daemon_argv += ["--conf", cfg.conf_path]
@@ -1365,7 +1368,11 @@ def cmd_map_daemon(args) -> int:
     spec = spec_from_env()
 
     async def open_image():
-        r = AsyncRados(load_config(args))
+        cfg = load_config(args)
+        ms_mode = (spec.get("options") or {}).get("ms_mode")
+        if ms_mode:  # krbd's map option: overrides ms_client_mode / ms_mon_client_mode
+            cfg.options["ms_mode"] = str(ms_mode)
+        r = AsyncRados(cfg)
         await r.connect(args.connect_timeout)
         try:
             io = await r.open_ioctx(spec["pool"], spec.get("namespace") or "")

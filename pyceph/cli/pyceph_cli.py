@@ -113,6 +113,7 @@ def format_sessions(v: dict) -> list[str]:
         f"device {v.get('device')} image {v.get('image')} daemon pid {v.get('pid')}",
         f"entity {v.get('entity')} global_id {v.get('global_id')} addr {mon.get('addr')}",
         f"mon: {mon.get('state')} {mon.get('mon')} connection {mon.get('connection_state')} "
+        f"mode {mon.get('con_mode')} "
         f"sessions {mon.get('sessions_opened')} faults {mon.get('faults')} "
         f"keepalive ack {_age(mon.get('last_keepalive_ack_age'))} ago"
         + (f" last fault {_age(mon.get('last_fault_age'))} ago: {mon.get('last_fault')}" if mon.get("last_fault") else ""),
@@ -124,6 +125,7 @@ def format_sessions(v: dict) -> list[str]:
     for s in osd.get("sessions") or []:
         via = f" via {s['connect_addr']}" if s.get("connect_addr") else ""
         line = (f"osd.{s['osd']} {s['addr']}{via}: {s['state']}/{s.get('connection_state')} "
+                f"mode {s.get('con_mode')} "
                 f"requests {s['requests']} keepalive ack {_age(s.get('last_keepalive_ack_age'))} ago "
                 f"rx {_age(s.get('last_rx_age'))} ago connects {s['connects']} faults {s['faults']} "
                 f"resends {s['resends']}")
@@ -153,7 +155,10 @@ def cmd_status(args) -> int:
             "entity": str(monc.config.name),
             "global_id": monc.global_id,
             "mon_session": {"state": monc.state, "mon": monc.cur_mon,
-                            "connection_state": monc.con.state.value if monc.con else None},
+                            "connection_state": monc.con.state.value if monc.con else None,
+                            "con_mode": monc.con.mode_name if monc.con else None},
+            # What OSD/MGR sessions offer, in preference order (ms_mode / ms_client_mode).
+            "osd_modes_offered": list(monc.config.msgr_modes(False)),
             "monmap_epoch": monc.monmap.epoch if monc.monmap else None,
             "mons": list(monc.monmap.ranks) if monc.monmap else [],
             "osdmap_epoch": m.epoch,

@@ -27,7 +27,7 @@ import socket
 import time
 from typing import Any, Callable
 
-from ..auth.cephx import CephxClient
+from ..auth.cephx import CephxClient, con_modes_from_names
 from ..auth.crypto import CryptoKey
 from ..auth.hooks import AuthHooksMixin
 from ..config import ClientConfig, connect_map_for
@@ -96,7 +96,13 @@ class MonClient(AuthHooksMixin):
             secret = CryptoKey.from_base64(config.key)
         except Error as e:
             raise ConfigError(f"bad key for {config.name}: {e}") from e
-        self.auth = CephxClient(config.name, secret, ENTITY_TYPE_MON | ENTITY_TYPE_OSD | ENTITY_TYPE_MGR)
+        # msgr2 modes offered: ms_mon_client_mode to monitors, ms_client_mode to
+        # OSDs/MGRs, krbd's ms_mode overriding both (ClientConfig.msgr_modes).
+        self.auth = CephxClient(
+            config.name, secret, ENTITY_TYPE_MON | ENTITY_TYPE_OSD | ENTITY_TYPE_MGR,
+            con_modes=con_modes_from_names(config.msgr_modes(True)),
+            service_con_modes=con_modes_from_names(config.msgr_modes(False)),
+        )
         self.monmap: MonMap | None = None
         self.osdmap: OSDMap | None = None
         self.con: Connection | None = None
@@ -195,6 +201,7 @@ class MonClient(AuthHooksMixin):
             "state": self.state,
             "mon": self.cur_mon,
             "connection_state": con.state.value if con is not None else None,
+            "con_mode": getattr(con, "mode_name", None) if con is not None else None,
             "global_id": self.global_id,
             "addr": str(self.client_addr) if self.client_addr is not None else None,
             "sessions_opened": self.sessions_opened,

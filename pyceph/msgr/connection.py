@@ -42,7 +42,7 @@ from ..types import ENTITY_TYPE_CLIENT, EntityAddr
 from . import features as F
 from .message import Message
 from .protocol import (
-    ClientProtocol, Closed, Connected, KeepaliveAck, MessageReceived, Session, SessionReset, State, Wait,
+    CON_MODE_NAMES, ClientProtocol, Closed, Connected, KeepaliveAck, MessageReceived, Session, SessionReset, State, Wait,
 )
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ async def _open_socket(host: str, port: int) -> socket.socket:
 
 
 class Connection:
-    """One client connection to a Ceph daemon at ``peer_addr`` (msgr2.1, crc mode).
+    """One client connection to a Ceph daemon at ``peer_addr`` (msgr2.1, crc or secure mode).
 
     ``Connection(addr, ops, entity_type=ENTITY_TYPE_CLIENT, features=...)``; keyword
     arguments ``peer_type``, ``my_addr``, ``global_id``, ``required_features``,
@@ -350,6 +350,17 @@ class Connection:
     def features(self) -> int:
         """Negotiated feature bits (ours & the peer's); 0 before the session is up."""
         return self.protocol.negotiated_features
+
+    @property
+    def con_mode(self) -> int:
+        """The msgr2 connection mode in use (CEPH_CON_MODE_CRC/SECURE; 0 before AUTH_DONE)."""
+        return self.protocol.con_mode
+
+    @property
+    def mode_name(self) -> str:
+        """The mode as krbd's ``ms_mode`` names it: ``"crc"`` or ``"secure"`` (msgr2.1),
+        ``"unknown"`` before AUTH_DONE."""
+        return CON_MODE_NAMES.get(self.protocol.con_mode, str(self.protocol.con_mode))
 
     @property
     def session(self) -> Session:

@@ -1,4 +1,4 @@
-"""msgr2.1 wire format, crc mode: banner, frames, and control-frame payloads (sans-IO).
+"""msgr2.1 wire format, crc and secure modes: banner, frames, control payloads (sans-IO).
 
 Formats follow Ceph's ``doc/dev/msgr2.rst`` and ``src/msg/async/frames_v2.h`` and the
 kernel's ``net/ceph/messenger_v2.c`` / ``include/linux/ceph/msgr.h``:
@@ -9,12 +9,22 @@ kernel's ``net/ceph/messenger_v2.c`` / ``include/linux/ceph/msgr.h``:
 
       preamble (32 bytes): u8 tag, u8 num_segments, 4 x (le32 len, le16 align),
                            2 reserved bytes, le32 crc32c(seed 0) of the first 28 bytes
-      segment 0, le32 crc32c(seed -1) of segment 0
+      segment 0, le32 crc32c(seed -1) of segment 0     (both absent if segment 0 is empty)
       segments 1..num_segments-1                      (only if num_segments > 1)
       epilogue (13 bytes): u8 late_status, 3 x le32 crc of segments 1..3
                                                       (only if num_segments > 1)
 
   CRCs are Ceph's ``ceph_crc32c(seed, ...)``: a raw CRC-32C register with no final xor.
+- frame (rev1, secure mode; ``FrameAssembler::asm_secure_rev1`` in frames_v2.cc, the
+  kernel's ``prepare_head_secure_small``/``prepare_message_secure``); each GCM message
+  is ciphertext + 16-byte tag under the next nonce (:mod:`pyceph.msgr.crypto_onwire`),
+  every segment is zero-padded to 16 bytes::
+
+      GCM(preamble (32 bytes, crc included) + first 48 bytes of segment 0,
+          zero-padded to 48)                                          96 bytes
+      GCM(rest of padded segment 0)            (only if padded segment 0 > 48 bytes)
+      GCM(padded segments 1..num_segments-1 + epilogue (16 bytes: u8 late_status,
+          15 zero bytes))                                   (only if num_segments > 1)
 
 Every malformed input raises :class:`pyceph.errors.ProtocolError` (or its subclass
 :class:`~pyceph.errors.DecodeError`); incomplete input makes readers wait for more bytes.
@@ -31,6 +41,7 @@ from typing import ClassVar, Iterator, Sequence
 from ..encoding import Decoder, Encoder, crc32c
 from ..errors import DecodeError, ProtocolError
 from ..types import EntityAddr, EntityAddrvec
+from .crypto_onwire import OnWireCrypto
 from .message import Message
 
 # --- banner ------------------------------------------------------------------
@@ -101,6 +112,17 @@ MESSAGE_ALIGNS = (ALIGN_DEFAULT, ALIGN_DEFAULT, ALIGN_DEFAULT, ALIGN_PAGE)
 
 DEFAULT_MAX_SEGMENT_LEN = 64 << 20  # bytes
 DEFAULT_MAX_CONTROL_LEN = 16 << 20  # bytes; control payloads are small in practice
+
+# secure mode (frames_v2.h FRAME_PREAMBLE_INLINE_SIZE; kernel CEPH_PREAMBLE_SECURE_LEN,
+# CEPH_EPILOGUE_SECURE_LEN)
+PREAMBLE_INLINE_LEN = 48
+SECURE_PAD = 16  # segments are padded to the cipher's block size
+GCM_TAG_LEN = 16
+PREAMBLE_SECURE_LEN = PREAMBLE_LEN + PREAMBLE_INLINE_LEN + GCM_TAG_LEN  # 96
+EPILOGUE_SECURE_LEN = SECURE_PAD  # + its GCM tag
+_ZEROS = bytes(PREAMBLE_INLINE_LEN)
+# Tails up to this size are joined and sealed in one call (faster than streaming).
+_SECURE_JOIN_MAX = 64 << 10
 
 _PREAMBLE = struct.Struct("<BB" + "IH" * 4 + "2x")  # 28 bytes, crc follows
 _U32 = struct.Struct("<I")
@@ -194,11 +216,8 @@ _DEFAULT_ALIGNS = {(m, n): _default_aligns(m, n) for m in (False, True) for n in
 _EMPTY_CRC = crc32c(b"")
 
 
-def encode_frame_parts(frame: Frame) -> list[bytes | memoryview]:
-    """Encode ``frame`` (crc mode) as a list of buffers for ``writelines`` (no data copy).
-
-    Raises ValueError for more than 4 segments.
-    """
+def _encode_preamble(frame: Frame) -> tuple[bytes, int]:
+    """The 32-byte preamble (crc included) of ``frame`` and its segment count."""
     segs = frame.segments
     if not 1 <= len(segs) <= MAX_NUM_SEGMENTS:
         raise ValueError(f"frame needs 1..{MAX_NUM_SEGMENTS} segments, got {len(segs)}")
@@ -213,20 +232,79 @@ def encode_frame_parts(frame: Frame) -> list[bytes | memoryview]:
         frame.tag, nseg,
         lens[0], aligns[0], lens[1], aligns[1], lens[2], aligns[2], lens[3], aligns[3],
     )
+    return pre + _U32.pack(crc32c(pre, 0)), nseg
+
+
+def encode_frame_parts(frame: Frame) -> list[bytes | memoryview]:
+    """Encode ``frame`` (crc mode) as a list of buffers for ``writelines`` (no data copy).
+
+    Raises ValueError for more than 4 segments.
+    """
+    pre, nseg = _encode_preamble(frame)
+    segs = frame.segments
     s0 = segs[0]
-    parts: list[bytes | memoryview] = [
-        pre + _U32.pack(crc32c(pre, 0)), s0, _U32.pack(_crc(s0) if lens[0] else _EMPTY_CRC)
-    ]
+    # An empty segment 0 has no crc (asm_crc_rev1; kernel head_onwire_len()).
+    parts: list[bytes | memoryview] = [pre, s0, _U32.pack(_crc(s0))] if len(s0) else [pre]
     if nseg > 1:
         crcs = [0, 0, 0]
         for i in range(1, nseg):
-            if lens[i]:
+            if len(segs[i]):
                 parts.append(segs[i])
                 crcs[i - 1] = _crc(segs[i])
             else:
                 crcs[i - 1] = _EMPTY_CRC
         parts.append(_EPILOGUE.pack(frame.late_status, *crcs))
     return parts
+
+
+def _padded(n: int) -> int:
+    return (n + SECURE_PAD - 1) & ~(SECURE_PAD - 1)
+
+
+def encode_frame_secure_parts(frame: Frame, crypto: "OnWireCrypto") -> list[bytes | memoryview]:
+    """Encode ``frame`` in secure mode (layout in the module docstring) as buffers for
+    ``writelines``; consumes one to three tx nonces of ``crypto``, so frames must be
+    encoded in wire order.  Raises ValueError for more than 4 segments."""
+    pre, nseg = _encode_preamble(frame)
+    segs = frame.segments
+    s0 = segs[0]
+    n0 = len(s0)
+    if n0 <= PREAMBLE_INLINE_LEN:
+        parts: list[bytes | memoryview] = [crypto.encrypt(b"".join((pre, s0, _ZEROS[n0:])))]
+    else:
+        parts = [crypto.encrypt(b"".join((pre, memoryview(s0)[:PREAMBLE_INLINE_LEN])))]
+        pad = _padded(n0) - n0
+        parts.append(crypto.encrypt(b"".join((memoryview(s0)[PREAMBLE_INLINE_LEN:], _ZEROS[:pad]))))
+    if nseg > 1:
+        pieces: list[bytes | memoryview] = []
+        total = EPILOGUE_SECURE_LEN
+        for i in range(1, nseg):
+            n = len(segs[i])
+            if n:
+                pieces.append(segs[i])
+                pad = _padded(n) - n
+                if pad:
+                    pieces.append(_ZEROS[:pad])
+                total += n + pad
+        pieces.append(bytes((frame.late_status,)) + _ZEROS[: EPILOGUE_SECURE_LEN - 1])
+        if total <= _SECURE_JOIN_MAX:
+            parts.append(crypto.encrypt(b"".join(pieces)))
+        else:
+            parts.extend(crypto.encrypt_parts(pieces))
+    return parts
+
+
+def secure_wire_len(lens: Sequence[int]) -> int:
+    """Bytes on the wire of a secure-mode frame whose segments have ``lens``."""
+    lens = list(lens) + [0] * (MAX_NUM_SEGMENTS - len(lens))
+    nseg = _segment_count(lens)
+    n = PREAMBLE_SECURE_LEN
+    p0 = _padded(lens[0])
+    if p0 > PREAMBLE_INLINE_LEN:
+        n += p0 - PREAMBLE_INLINE_LEN + GCM_TAG_LEN
+    if nseg > 1:
+        n += sum(_padded(x) for x in lens[1:nseg]) + EPILOGUE_SECURE_LEN + GCM_TAG_LEN
+    return n
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -247,7 +325,7 @@ class _Desc:
     @property
     def body_len(self) -> int:
         """Bytes after the preamble: segments, their CRCs and the epilogue."""
-        n = self.lens[0] + CRC_LEN
+        n = self.lens[0] + CRC_LEN if self.lens[0] else 0
         if self.nseg > 1:
             n += sum(self.lens[1:]) + EPILOGUE_PLAIN_LEN
         return n
@@ -389,8 +467,8 @@ class FrameReader:
         lens = desc.lens
         take = self._take
         seg0 = take(lens[0])
-        crc0 = take(CRC_LEN)
-        if _crc(seg0) != _U32.unpack(crc0)[0]:
+        crc0 = take(CRC_LEN) if lens[0] else b""
+        if lens[0] and _crc(seg0) != _U32.unpack(crc0)[0]:
             raise ProtocolError(f"bad crc of segment 0 ({TAG_NAMES.get(desc.tag, desc.tag)} frame)")
         segs = [seg0]
         late = FRAME_LATE_STATUS_COMPLETE
@@ -407,6 +485,89 @@ class FrameReader:
                 segs.append(v)
         raw = b"".join([self._pre, seg0, crc0, *segs[1:], epi]) if self.keep_raw else None
         return Frame(desc.tag, segs, desc.aligns, late, raw)
+
+
+class SecureFrameReader(FrameReader):
+    """Streaming msgr2.1 secure-mode frame parser: :class:`FrameReader`'s interface, with
+    each frame decrypted and verified by ``crypto`` (:class:`OnWireCrypto`).
+
+    The 96-byte preamble block is decrypted first to learn the segment lengths, which are
+    checked against the bounds before any body bytes are awaited; each GCM message is
+    verified before its plaintext is used.  Raises :class:`ProtocolError` on a bad GCM
+    tag (integrity error), bad preamble crc, bad lengths or an aborted frame.
+    ``keep_raw`` is ignored: secure frames never feed a signature.
+    """
+
+    def __init__(
+        self,
+        crypto: OnWireCrypto,
+        max_segment_len: int = DEFAULT_MAX_SEGMENT_LEN,
+        max_control_len: int = DEFAULT_MAX_CONTROL_LEN,
+    ) -> None:
+        super().__init__(max_segment_len, max_control_len)
+        self.crypto = crypto
+        self._inline = b""
+
+    @classmethod
+    def take_over(cls, reader: FrameReader, crypto: OnWireCrypto) -> "SecureFrameReader":
+        """A secure reader continuing ``reader``'s stream (its buffered, unparsed bytes)
+        after the frame that switched modes.  ``reader`` must be between frames."""
+        if reader._desc is not None or reader._failed is not None:
+            raise ProtocolError("mode switch in the middle of a frame")
+        new = cls(crypto, reader.max_segment_len, reader.max_control_len)
+        new._chunks, new._off, new._avail = reader._chunks, reader._off, reader._avail
+        reader._chunks, reader._off, reader._avail = deque(), 0, 0
+        return new
+
+    @property
+    def buffered(self) -> int:
+        return self._avail + (PREAMBLE_SECURE_LEN if self._desc is not None else 0)
+
+    @staticmethod
+    def _secure_body_len(desc: _Desc) -> int:
+        p0 = _padded(desc.lens[0])
+        n = p0 - PREAMBLE_INLINE_LEN + GCM_TAG_LEN if p0 > PREAMBLE_INLINE_LEN else 0
+        if desc.nseg > 1:
+            n += sum(_padded(x) for x in desc.lens[1 : desc.nseg]) + EPILOGUE_SECURE_LEN + GCM_TAG_LEN
+        return n
+
+    def _next(self) -> Frame | None:
+        if self._desc is None:
+            if self._avail < PREAMBLE_SECURE_LEN:
+                return None
+            block = self.crypto.decrypt(self._take(PREAMBLE_SECURE_LEN), "frame preamble")
+            self._desc = self._decode_preamble(block[:PREAMBLE_LEN])
+            self._inline = block[PREAMBLE_LEN:]
+        desc = self._desc
+        if self._avail < self._secure_body_len(desc):
+            return None
+        frame = self._decode_secure_body(desc)
+        self._desc = None
+        self._inline = b""
+        return frame
+
+    def _decode_secure_body(self, desc: _Desc) -> Frame:
+        lens = desc.lens
+        name = TAG_NAMES.get(desc.tag, desc.tag)
+        p0 = _padded(lens[0])
+        if p0 > PREAMBLE_INLINE_LEN:
+            rest = self.crypto.decrypt(self._take(p0 - PREAMBLE_INLINE_LEN + GCM_TAG_LEN), f"{name} segment 0")
+            seg0 = (self._inline + rest)[: lens[0]]
+        else:
+            seg0 = self._inline[: lens[0]]
+        segs = [seg0]
+        late = FRAME_LATE_STATUS_COMPLETE
+        if desc.nseg > 1:
+            plens = [_padded(x) for x in lens[1 : desc.nseg]] + [EPILOGUE_SECURE_LEN]
+            buf = self._take(sum(plens) + GCM_TAG_LEN)
+            pieces = self.crypto.decrypt_split(buf, plens, f"{name} segments")
+            late = pieces[-1][0]
+            if (late & FRAME_LATE_STATUS_ABORTED_MASK) != FRAME_LATE_STATUS_COMPLETE:
+                raise ProtocolError(f"frame aborted by sender (late_status {late:#x})")
+            for i in range(1, desc.nseg):
+                p = pieces[i - 1]
+                segs.append(p if len(p) == lens[i] else p[: lens[i]])
+        return Frame(desc.tag, segs, desc.aligns, late, None)
 
 
 def iter_frames(

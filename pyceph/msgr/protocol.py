@@ -1,4 +1,4 @@
-"""Sans-IO msgr2.1 client connection state machine (crc mode).
+"""Sans-IO msgr2.1 client connection state machine (crc and secure modes).
 
 The kernel's ``net/ceph/messenger_v2.c`` client states made explicit; frame formats in
 :mod:`pyceph.msgr.frames`, handshake in Ceph's ``doc/dev/msgr2.rst``.  Feed received
@@ -12,8 +12,10 @@ Handshake (client side)::
     BANNER            send banner; wait for the server's banner, then send HELLO
     HELLO             wait for server HELLO (learn our address), send AUTH_REQUEST
     AUTH              AUTH_REPLY_MORE -> AUTH_REQUEST_MORE ..., AUTH_BAD_METHOD -> retry,
-                      AUTH_DONE -> send AUTH_SIGNATURE = HMAC-SHA256(session_key,
-                      every byte received so far)
+                      AUTH_DONE -> (secure mode: from here on every frame both ways
+                      is AES-128-GCM sealed with keys from the connection secret)
+                      send AUTH_SIGNATURE = HMAC-SHA256(session_key, every byte
+                      received so far, AUTH_DONE included)
     AUTH_SIGNATURE    verify the server's HMAC over every byte we sent (banner, HELLO,
                       AUTH_REQUEST[_MORE]); send CLIENT_IDENT (or SESSION_RECONNECT)
     SESSION_CONNECTING / SESSION_RECONNECTING
@@ -33,9 +35,14 @@ CLIENT_IDENT and start afresh (checked against real daemons in
 librados and the kernel do, and resend at the OSD-client level, where the OSD's request
 id dedup makes a resent write apply once.
 
-Secure mode is not implemented: an AUTH_DONE selecting it raises
-:class:`~pyceph.errors.FeatureNotSupported`.  It would slot in as a frame
-encoder/decoder pair swapped in after AUTH_DONE (``_tx_frame`` / the reader).
+Connection modes (``doc/dev/msgr2.rst``): the auth hook's AUTH_REQUEST offers modes in
+preference order and the server picks the first it allows (``AuthRegistry::pick_mode``).
+In secure mode the server's AUTH_DONE is the last plaintext frame: the auth hook returns
+the cephx connection secret, :class:`~pyceph.msgr.crypto_onwire.OnWireCrypto` derives
+the key and the rx/tx nonces from it, and the frame reader is swapped for a
+:class:`~pyceph.msgr.frames.SecureFrameReader` between AUTH_DONE and the next frame.
+The AUTH_SIGNATURE HMACs still cover the plaintext pre-auth bytes (banner to AUTH_DONE),
+as in crc mode; the AUTH_SIGNATURE frames themselves travel encrypted.
 """
 
 from __future__ import annotations
@@ -50,18 +57,20 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+from ..auth.cephx import CEPH_CON_MODE_CRC, CEPH_CON_MODE_SECURE, CEPH_CON_MODE_UNKNOWN, CON_MODE_NAMES
 from ..errors import FeatureNotSupported, ProtocolError
 from ..types import ADDR_TYPE_ANY, ENTITY_TYPE_CLIENT, EntityAddr, EntityAddrvec
 from . import features as F
 from . import frames as fr
+from .crypto_onwire import OnWireCrypto
 from .message import Message
 
 log = logging.getLogger(__name__)
 
-# CEPH_CON_MODE_* (include/linux/ceph/auth.h, src/auth/Auth.h)
-CON_MODE_UNKNOWN = 0
-CON_MODE_CRC = 1
-CON_MODE_SECURE = 2
+# CEPH_CON_MODE_* (include/linux/ceph/auth.h, src/auth/Auth.h), declared in auth.cephx
+CON_MODE_UNKNOWN = CEPH_CON_MODE_UNKNOWN
+CON_MODE_CRC = CEPH_CON_MODE_CRC
+CON_MODE_SECURE = CEPH_CON_MODE_SECURE
 # CEPH_MSG_CONNECT_LOSSY: the CLIENT_IDENT / SERVER_IDENT flags bit
 MSG_CONNECT_LOSSY = 1
 
@@ -115,6 +124,7 @@ class Connected:
     my_addr: EntityAddr
     lossy: bool
     reconnected: bool = False
+    con_mode: int = CON_MODE_CRC
 
 
 @dataclass
@@ -170,7 +180,7 @@ class Session:
 
 
 class ClientProtocol:
-    """One client-side msgr2.1 connection (crc mode), sans-IO.
+    """One client-side msgr2.1 connection (crc or secure mode), sans-IO.
 
     - ``peer_addr``: the address we connect to (msgr2 ``EntityAddr``; nonce from the
       monmap/osdmap).  ``peer_type``: expected ``ENTITY_TYPE_*`` of the peer (checked
@@ -186,8 +196,9 @@ class ClientProtocol:
     - ``msgr2_required``: banner "required" bits (kernel: REVISION_1; librados: 0).  We
       need revision 1 either way and check the server supports it.
 
-    Errors: :class:`ProtocolError` for malformed/unexpected frames or a bad signature,
-    :class:`FeatureNotSupported` for feature mismatches or secure mode, and whatever the
+    Errors: :class:`ProtocolError` for malformed/unexpected frames, a bad signature or
+    a bad GCM tag (secure mode), :class:`FeatureNotSupported` for feature mismatches or a
+    connection mode we did not offer, and whatever the
     auth hooks raise (:class:`AuthError`).  After any error ``state`` is CLOSED.
     """
 
@@ -235,7 +246,9 @@ class ClientProtocol:
         self._recv_sign: list[bytes] = []  # bytes we received before AUTH_DONE
         self._session_key = b""
         self._auth_method = 0
+        self._offered_modes: list[int] = []
         self.con_mode = CON_MODE_UNKNOWN
+        self._crypto: OnWireCrypto | None = None  # set once AUTH_DONE picks secure mode
 
         # Learned about the peer / ourselves.
         self.peer_msgr2_features = 0
@@ -269,6 +282,9 @@ class ClientProtocol:
             self._sent_sign.append(data)
 
     def _send_frame(self, frame: fr.Frame, signed: bool = False) -> None:
+        if self._crypto is not None:
+            self._out.extend(fr.encode_frame_secure_parts(frame, self._crypto))
+            return
         parts = fr.encode_frame_parts(frame)
         if signed:
             self._sent_sign.append(b"".join(parts))
@@ -427,6 +443,7 @@ class ClientProtocol:
     def _send_auth_request(self) -> None:
         method, modes, payload = self.auth.get_auth_request(self.con)
         self._auth_method = method
+        self._offered_modes = list(modes)
         self._send_frame(fr.AuthRequest(method, list(modes), payload).to_frame(), signed=True)
 
     def _on_auth_reply_more(self, p: fr.AuthReplyMore, events) -> None:
@@ -439,14 +456,22 @@ class ClientProtocol:
         self._send_auth_request()
 
     def _on_auth_done(self, p: fr.AuthDone, events) -> None:
-        if p.con_mode == CON_MODE_SECURE:
-            raise FeatureNotSupported(f"{self.peer_addr}: server chose secure mode, only crc is implemented")
-        if p.con_mode != CON_MODE_CRC:
+        if p.con_mode not in (CON_MODE_CRC, CON_MODE_SECURE):
             raise ProtocolError(f"{self.peer_addr}: bad con_mode {p.con_mode}")
-        session_key, _secret = self.auth.handle_auth_done(self.con, p.global_id, p.con_mode, p.payload)
+        if self._offered_modes and p.con_mode not in self._offered_modes:
+            offered = ", ".join(CON_MODE_NAMES.get(m, str(m)) for m in self._offered_modes)
+            raise FeatureNotSupported(
+                f"{self.peer_addr}: server chose {CON_MODE_NAMES[p.con_mode]} mode, we offered {offered}"
+            )
+        session_key, secret = self.auth.handle_auth_done(self.con, p.global_id, p.con_mode, p.payload)
         self.con_mode = p.con_mode
         self.global_id = p.global_id
         self._session_key = bytes(session_key)
+        if p.con_mode == CON_MODE_SECURE:
+            # Everything after AUTH_DONE is sealed, our AUTH_SIGNATURE included
+            # (ProtocolV2::handle_auth_done, kernel setup_crypto()).
+            self._crypto = OnWireCrypto(secret)
+            self._reader = fr.SecureFrameReader.take_over(self._reader, self._crypto)
         sig = self._hmac(self._recv_sign)
         self._recv_sign = []
         self._send_frame(fr.AuthSignature(sig).to_frame())
@@ -522,7 +547,7 @@ class ClientProtocol:
             Connected(
                 self.peer_global_id, self.negotiated_features, self.peer_features,
                 self.peer_required_features, self.peer_addrs or EntityAddrvec(), self.my_addr,
-                self.peer_lossy, reconnected,
+                self.peer_lossy, reconnected, self.con_mode,
             )
         )
         # Resend what the peer never acked (reconnect), then what was queued meanwhile.
@@ -617,5 +642,5 @@ _HANDLERS: dict[tuple[State, int], Callable] = {
 __all__ = [
     "AuthHandler", "ClientProtocol", "Closed", "Connected", "Event", "KeepaliveAck",
     "MessageReceived", "Session", "SessionReset", "State", "Wait",
-    "CON_MODE_CRC", "CON_MODE_SECURE", "MSG_CONNECT_LOSSY",
+    "CON_MODE_CRC", "CON_MODE_NAMES", "CON_MODE_SECURE", "MSG_CONNECT_LOSSY",
 ]

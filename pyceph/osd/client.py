@@ -326,6 +326,7 @@ class OSDSession(AuthHooksMixin):
                              if con is not None and con.connect_addr else None),
             "state": self.state,
             "connection_state": con.state.value if con is not None else None,
+            "con_mode": getattr(con, "mode_name", None) if con is not None else None,
             "requests": len(self.requests),
             "lingers": len(self.lingers),
             "oldest_request_age": age(min((r.stamp for r in self.requests.values()), default=None)),

@@ -6,7 +6,10 @@ splitter, every control-frame payload, ``message_from_frame``, every mon and OSD
 (and applying it), CRUSH maps (and mapping with them), pg_pool_t and the small OSDMap
 types, the cephx structures and the cephx client's reply handlers (mon handshake, service
 tickets, OSD authorizers), OSD op outdata decoders, cls_rbd/cls_lock reply decoders and
-the shared types (entity_addr_t, entity_addrvec_t, pg_t, ...).
+the shared types (entity_addr_t, entity_addrvec_t, pg_t, ...); msgr2.1 secure mode (the
+secure frame reader on a librados session captured in secure mode, mutated plaintext
+frames resealed with the right keys so lengths reach the checks, and the client state
+machine on the sealed server streams).
 
 Inputs are seeded from REAL encodings (Ceph's object corpus, the captured librados
 session, the golden CRUSH/OSDMap vectors, plus a few built with our encoders for types
@@ -69,6 +72,7 @@ from pyceph.errors import (
 from pyceph.mon import messages as monm
 from pyceph.mon.monmap import MonInfo, MonMap
 from pyceph.msgr import frames as fr
+from pyceph.msgr.crypto_onwire import OnWireCrypto
 from pyceph.msgr.message import Message
 from pyceph.msgr.protocol import ClientProtocol
 from pyceph.osd import messages as osdm
@@ -92,6 +96,7 @@ from pyceph.types import (
     PgT,
 )
 from tests.shared_data import CORPUS, VECTORS
+from tests.unit import test_msgr_secure as sec
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -677,6 +682,131 @@ target("msgr2.ClientProtocol.mon_session", _mon_session,
 target("msgr2.ClientProtocol.osd_session", _osd_session,
        [(STREAMS[s + ".s2c"], (m, s, v)) for m, s, v in _SVC if len(STREAMS[s + ".s2c"]) < 4096],
        allowed=HANDSHAKE, ctx_seeds=True, weight=1.5, sweep=False)
+
+
+# -- msgr2.1 secure mode (the librados session captured in secure mode) ------------------------
+
+
+SEC_CAPS = {n: sec.Captured(n) for n in sec.NAMES}
+SEC_SECRETS = {n: sec._secret_of(c) for n, c in SEC_CAPS.items()}
+
+
+def _sec_rest(cap, side: str) -> bytes:
+    if side == "c2s":
+        return cap.c2s[cap.c_plain_len:]
+    return cap.s2c[26 + sum(len(f.raw) for f in cap.s_plain):]
+
+
+def _decode_frames(frames) -> None:
+    for f in frames:
+        if f.tag == fr.TAG_MESSAGE:
+            msg = fr.message_from_frame(f)
+            if msg.type in REGISTRY:
+                REGISTRY[msg.type].from_message(msg)
+        else:
+            fr.decode_control(f)
+
+
+def _secure_stream(data, ctx):
+    """Sealed frames as the receiver of that direction decrypts them."""
+    secret, crossed, step = ctx
+    r = fr.SecureFrameReader(OnWireCrypto(secret, crossed=crossed))
+    for i in range(0, len(data), step):
+        _decode_frames(r.feed(data[i : i + step]))
+
+
+target("msgr2.SecureFrameReader.streams", _secure_stream,
+       [(_sec_rest(c, side), (SEC_SECRETS[n], side == "c2s", step))
+        for n, c in SEC_CAPS.items() for side in ("c2s", "s2c") for step in (1 << 20, 61)],
+       ctx_seeds=True, sweep_budget=300)
+
+
+def _secure_plain_frames():
+    out = []
+    for n, c in SEC_CAPS.items():
+        for f in [*c.secure_frames(SEC_SECRETS[n])[0], *c.secure_frames(SEC_SECRETS[n])[1]]:
+            out.append(f)
+    return out
+
+
+def _plaintext(f: fr.Frame) -> bytes:
+    """A secure frame's plaintext as sealed: preamble, padded segment 0 (inline part
+    first), padded segments 1.., epilogue."""
+    pre, nseg = fr._encode_preamble(f)
+    pad = lambda b, n=16: b + bytes(-len(b) % n)  # noqa: E731
+    s0 = f.segments[0]
+    out = pre + (s0 + bytes(48 - len(s0)) if len(s0) <= 48 else pad(s0))
+    if nseg > 1:
+        out += b"".join(pad(x) for x in f.segments[1:nseg]) + bytes((f.late_status,)) + bytes(15)
+    return out
+
+
+def _secure_resealed(data, ctx):
+    """A (mutated) plaintext frame sealed with the right keys and nonces, its preamble
+    CRC recomputed: absurd lengths and counts reach the reader's checks with valid tags."""
+    pre = data[:28].ljust(28, b"\0")
+    pre += struct.pack("<I", crc32c(pre, 0))
+    body = data[32:]
+    tx = OnWireCrypto(SEC_SECRETS["02-30720"], crossed=True)
+    wire = tx.encrypt(pre + body[:48].ljust(48, b"\0"))
+    rest = body[48:]
+    p0 = (struct.unpack_from("<I", pre, 2)[0] + 15) & ~15
+    cut = max(0, min(len(rest), p0 - 48))
+    if cut:
+        wire += tx.encrypt(rest[:cut])
+        rest = rest[cut:]
+    if rest:
+        wire += tx.encrypt(rest)
+    r = fr.SecureFrameReader(OnWireCrypto(SEC_SECRETS["02-30720"]))
+    _decode_frames(r.feed(wire))
+
+
+_SEC_PLAIN = list(dict.fromkeys(_plaintext(f) for f in _secure_plain_frames() if len(b"".join(f.segments)) < 4096))
+target("msgr2.secure.resealed", _secure_resealed, _SEC_PLAIN)
+
+
+def _secure_segments(data, ctx):
+    """One frame carrying ``data`` split into segments, sealed and read back."""
+    tag, cuts = ctx
+    segs, at = [], 0
+    for n in cuts:
+        segs.append(data[at : at + n])
+        at += n
+    segs.append(data[at:])
+    secret = SEC_SECRETS["04-30738"]
+    wire = b"".join(fr.encode_frame_secure_parts(fr.Frame(tag, segs), OnWireCrypto(secret, crossed=True)))
+    _decode_frames(fr.SecureFrameReader(OnWireCrypto(secret)).feed(wire))
+
+
+target("msgr2.secure.segments", _secure_segments,
+       [(b"".join(f.segments), (f.tag, [len(x) for x in f.segments[:-1]]))
+        for f in _secure_plain_frames() if len(b"".join(f.segments)) < 4096], ctx_seeds=True, sweep=False)
+
+
+def _secure_mon_session(data, name):
+    cap = SEC_CAPS[name]
+    rnd = sec.Randoms()
+    rnd.values += [sec._authenticate_of(cap).client_challenge, 1, 2, 3]
+    auth = CephxClient(ADMIN, sec.KEY, ALL_SERVICES, con_modes=(2,), random_bytes=rnd)
+    _replay(data, fr.decode_control(cap.c_plain[0]).peer_addr, ENTITY_TYPE_MON, auth)
+
+
+def _secure_osd_session(data, name):
+    cap = SEC_CAPS[name]
+    rnd = sec.Randoms()
+    cx, _ = sec._mon_cephx(SEC_CAPS[sec.MON_OF[name]], rnd)
+    cx.service_con_modes = (2,)
+    service, nonce = sec._authorizer_nonce(cap, cx)
+    rnd.values += [nonce, 1, 2, 3]
+    _replay(data, fr.decode_control(cap.c_plain[0]).peer_addr, service, cx.authorizer_hooks(service))
+
+
+target("msgr2.ClientProtocol.secure_mon_session", _secure_mon_session,
+       [(SEC_CAPS[n].s2c, n) for n in ("00-30720", "02-30720")], allowed=HANDSHAKE, ctx_seeds=True,
+       weight=1.5, sweep=False)
+target("msgr2.ClientProtocol.secure_osd_session", _secure_osd_session,
+       [(SEC_CAPS[n].s2c, n) for n in ("04-30738", "09-30738")], allowed=HANDSHAKE, ctx_seeds=True,
+       weight=1.5, sweep=False)
 
 
 # -- OSD op outdata -----------------------------------------------------------------------------
