@@ -27,6 +27,7 @@ import time
 from typing import Any, AsyncIterator, Iterator
 
 from .. import errors
+from ..config import parse_ms_mode
 from ..rbd import AsyncImage, AsyncRBD
 from ..rbd import cls_client as cls
 from ..rbd import diff as rbd_diff
@@ -1302,7 +1303,7 @@ def cmd_map(args) -> int:
 
     spec = _spec(args, SNAP_PERMITTED)
     req = map_request(spec, args.options or [], args.read_only, args.exclusive)
-    cfg = load_config(args)  # fail here, in the foreground, on a bad conf or key
+    cfg = _map_config(args, req["options"])  # fail here, in the foreground, on a bad conf, key or ms_mode
     daemon_argv = [sys.executable, "-m", "pyceph.cli.prbd", "_map-daemon"]
     if cfg.conf_path:
         daemon_argv += ["--conf", cfg.conf_path]
@@ -1362,7 +1363,7 @@ def cmd_map_daemon(args) -> int:
     spec = spec_from_env()
 
     async def open_image():
-        r = AsyncRados(load_config(args))
+        r = AsyncRados(_map_config(args, spec.get("options") or {}))
         await r.connect(args.connect_timeout)
         try:
             io = await r.open_ioctx(spec["pool"], spec.get("namespace") or "")
@@ -1378,6 +1379,18 @@ def cmd_map_daemon(args) -> int:
         return RbdBlockImage(r, img)
 
     return run_daemon(spec, open_image)
+
+
+def _map_config(args, options: dict[str, Any]):
+    """The client config of a mapping, with krbd's ``ms_mode`` map option (``legacy``,
+    ``crc``, ``secure``, ``prefer-crc``, ``prefer-secure``) as the ``ms_mode`` option that
+    ``ClientConfig.msgr_modes`` reads.  Raises ConfigError for a bad value."""
+    cfg = load_config(args)
+    mode = options.get("ms_mode")
+    if mode is not None:
+        parse_ms_mode(str(mode), "ms_mode")
+        cfg.options["ms_mode"] = str(mode)
+    return cfg
 
 
 def _opt_true(v: Any) -> bool:
