@@ -264,7 +264,9 @@ class RawMessage:
 
 def decode_header(raw: bytes) -> tuple:
     """Unpack and CRC-check a 53-byte ``ceph_msg_header``; bounds-check its lengths.
-    Raises ProtocolError."""
+    Raises ProtocolError (DecodeError for a wrong size)."""
+    if len(raw) != HEADER.size:
+        raise DecodeError(f"ceph_msg_header of {len(raw)} bytes, need {HEADER.size}")
     h = HEADER.unpack(raw)
     want = crc32c(raw[:HEADER_CRC_OFF], 0)
     if h[13] != want:
