@@ -176,9 +176,10 @@ class MonClient(AuthHooksMixin):
         return True
 
     def status(self) -> dict[str, Any]:
-        """The client's view of its mon session (JSON-able): state, monitor, global_id,
-        session and fault counters, last fault, our address, map epochs, pending
-        commands, keepalive ack age (s), and per-service ticket validity (s from now)."""
+        """The client's view of its mon session (JSON-able): state, monitor, protocol
+        (msgr1/msgr2), global_id, session and fault counters, last fault, our address,
+        map epochs, pending commands, keepalive ack age (s), and per-service ticket
+        validity (s from now)."""
         con = self.con
         now = time.time()
         try:
@@ -200,6 +201,7 @@ class MonClient(AuthHooksMixin):
             "state": self.state,
             "mon": self.cur_mon,
             "connection_state": con.state.value if con is not None else None,
+            "protocol": con.proto if con is not None else None,  # msgr1 / msgr2
             "global_id": self.global_id,
             "addr": str(self.client_addr) if self.client_addr is not None else None,
             "sessions_opened": self.sessions_opened,

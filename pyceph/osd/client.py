@@ -325,6 +325,7 @@ class OSDSession(AuthHooksMixin):
                              if con is not None and con.connect_addr else None),
             "state": self.state,
             "connection_state": con.state.value if con is not None else None,
+            "protocol": con.proto if con is not None else None,  # msgr1 / msgr2
             "requests": len(self.requests),
             "lingers": len(self.lingers),
             "oldest_request_age": age(min((r.stamp for r in self.requests.values()), default=None)),

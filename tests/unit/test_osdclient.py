@@ -181,6 +181,7 @@ class FakeCon:
         self.global_id = global_id
         self.connect_addr = connect_addr
         self.state = State.BANNER
+        self.proto = "msgr2"
         self.features = 0
         self.sent: list[MOSDOp] = []
         self.keepalives = 0
