@@ -1,51 +1,30 @@
 #!/usr/bin/env python3
 """Make a v1-only (msgr1) dev cluster in DIR: start one with pyceph's launcher, then
 rewrite the MonMap to v1 addresses only, set ``ms bind msgr2 = false`` and restart every
-daemon, so monitors, OSDs and the mgr publish and bind only v1 addresses.
+daemon (``tests.integration.helpers.make_v1_only``), so monitors, OSDs and the mgr
+publish and bind only v1 addresses.
 
-Usage: scripts/v1only-cluster.py DIR [--debug-ms]   (stop with `pyceph cluster stop --dir DIR`)
-Dev tooling for the msgr1 proof, not part of the client.
+Usage (repo root on PYTHONPATH): scripts/v1only-cluster.py DIR [--mons N] [--debug-ms]
+Stop with `pyceph cluster stop --dir DIR`.  Dev tooling for msgr1 proofs and captures.
 """
+import argparse
 import json
-import re
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 from pyceph.cluster.launcher import DevCluster
+from tests.integration.helpers import make_v1_only
 
 
 def main() -> int:
-    d = Path(sys.argv[1])
-    extra = {"debug ms": 20} if "--debug-ms" in sys.argv else {}
-    c = DevCluster(d)
-    c.start(conf=extra)
-    st = c.state
-    conf = c.conf_path.read_text()
-    names = sorted(c.pids())
-    c.stop()
-    mons = re.findall(r"\[v2:([\d.]+):(\d+),v1:([\d.]+):(\d+)\]", conf.split("mon host =", 1)[1].splitlines()[0])
-    for i, (_, _, ip, port) in enumerate(mons):
-        mid = chr(ord("a") + i)
-        mm = d / f"monmap.{mid}"
-        subprocess.run(["ceph-mon", "-c", str(c.conf_path), "-i", mid, "--extract-monmap", str(mm)], check=True,
-                       capture_output=True)
-        for j, (_, _, ip2, port2) in enumerate(mons):
-            mj = chr(ord("a") + j)
-            subprocess.run(["monmaptool", str(mm), "--rm", mj], check=True, capture_output=True)
-            subprocess.run(["monmaptool", str(mm), "--addv", mj, f"[v1:{ip2}:{port2}]"], check=True,
-                           capture_output=True)
-        subprocess.run(["ceph-mon", "-c", str(c.conf_path), "-i", mid, "--inject-monmap", str(mm)], check=True,
-                       capture_output=True)
-    host = " ".join(f"v1:{ip}:{port}" for _, _, ip, port in mons)
-    conf = re.sub(r"mon host = .*", f"mon host = {host}", conf, count=1)
-    conf = conf.replace("[global]\n", "[global]\n\tms bind msgr2 = false\n", 1)
-    c.conf_path.write_text(conf)
-    for n in [n for n in names if n.startswith("mon.")] + [n for n in names if not n.startswith("mon.")]:
-        c.start_daemon(n)
-    c.wait_clean(120)
-    print(json.dumps({"mon host": host, "monmap": c.ceph("mon", "dump")["mons"][0]["public_addrs"],
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir")
+    ap.add_argument("--mons", type=int, default=1)
+    ap.add_argument("--debug-ms", action="store_true")
+    a = ap.parse_args()
+    c = DevCluster(a.dir)
+    c.start(mons=a.mons, conf={"debug ms": 20} if a.debug_ms else {})
+    host = make_v1_only(c)
+    print(json.dumps({"mon host": host, "monmap": [m["public_addrs"] for m in c.ceph("mon", "dump")["mons"]],
                       "osd.0": c.ceph("osd", "dump")["osds"][0]["public_addrs"]}))
     return 0
 
