@@ -427,7 +427,8 @@ class ClientProtocolV1:
     """One client-side msgr1 connection, sans-IO.  Constructor arguments as msgr2's
     :class:`~pyceph.msgr.protocol.ClientProtocol` (``peer_addr`` is the daemon's v1
     address).  ``global_id`` (None: -1) is the ``src`` num of our message headers;
-    :meth:`set_global_id` changes it once the monitor assigned one.
+    :meth:`set_global_id` changes it once the monitor assigned one.  msgr2-only keyword
+    arguments of the Connection (segment limits, banner bits) are accepted and ignored.
 
     Errors: :class:`ProtocolError` (malformed input, bad CRC or signature, wrong peer,
     BADPROTOVER), :class:`FeatureNotSupported` (FEATURES, missing required features),
@@ -755,7 +756,7 @@ class ClientProtocolV1:
         self.peer_features = r.features
         self.peer_lossy = bool(r.flags & MSG_CONNECT_LOSSY)
         s.peer_global_seq = r.global_seq
-        s.connect_seq = r.connect_seq + 1
+        s.connect_seq = r.connect_seq  # ours + 1 (ProtocolV1 client_ready(), kernel process_connect())
         if acked is not None:
             # TAG_SEQ: the peer had our messages up to ``acked``; we tell it our in_seq.
             s.discard_sent(acked)

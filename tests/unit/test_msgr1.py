@@ -338,8 +338,9 @@ def test_osd_connect_carries_the_authorizer_and_opens_signed():
     (cm,) = _connects(out)
     assert (cm.host_type, cm.protocol_version, cm.authorizer_protocol, cm.authorizer, cm.flags) == (
         ENTITY_TYPE_CLIENT, 24, CEPH_AUTH_CEPHX, b"authorizer1", 1)
-    ev = p.receive_data(_reply(v1.TAG_READY, b"good reply", gseq=9))
+    ev = p.receive_data(_reply(v1.TAG_READY, b"good reply", gseq=9, cseq=1))
     assert isinstance(ev[0], Connected) and p.state is v1.State.OPEN and p.signing
+    assert (p.session.peer_global_seq, p.session.connect_seq) == (9, 1)
     parts = p.send_message(Message(type=42, front=b"op", tid=7))
     rm = v1.StreamDecoder()
     rm.push(parts)
@@ -483,3 +484,14 @@ def test_choose_addr_rules():
     assert choose_addr(only1, ("crc", "secure")) == legacy
     assert choose_addr(only1, ("secure",)) is None  # msgr1 has no encryption
     assert choose_addr(only2, ("legacy",)) is None
+
+
+def test_connection_picks_the_core_by_address_type():
+    from pyceph.msgr.connection import Connection
+    from pyceph.msgr.protocol import ClientProtocol
+
+    c1 = Connection(PEER, _Hooks(), peer_type=ENTITY_TYPE_OSD)
+    c2 = Connection(EntityAddr(ADDR_TYPE_MSGR2, 77, "10.0.0.1", 6801), _Hooks(), peer_type=ENTITY_TYPE_OSD)
+    assert (c1.proto, type(c1.protocol)) == ("msgr1", v1.ClientProtocolV1)
+    assert (c2.proto, type(c2.protocol)) == ("msgr2", ClientProtocol)
+    assert not c1.ready and not c1.closed and not c2.ready
