@@ -11,12 +11,12 @@ Usage: scripts/capture-msgr1.py OUT PORT_MIN PORT_MAX -- COMMAND...
 Not part of the client; made ``tests/data/msgr1-capture``.
 """
 
-import os
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 ETH_P_ALL = 0x0003
@@ -77,8 +77,7 @@ def main() -> int:
     try:
         rc = subprocess.run(cmd).returncode
     finally:
-        import time
-        time.sleep(0.5)
+        time.sleep(0.5)  # the last packets
         stop.set()
         t.join()
     conns: dict = {}  # (client ip, port, server ip, port) -> {"isn": {dir: isn}, "segs": {dir: [...]}}

@@ -25,9 +25,9 @@ from pyceph.errors import AuthError, FeatureNotSupported, ProtocolError
 from pyceph.mon import messages as monm
 from pyceph.msgr import features as F
 from pyceph.msgr import v1
-from pyceph.msgr.connection import choose_addr
+from pyceph.msgr.connection import Connection, choose_addr
 from pyceph.msgr.message import Message
-from pyceph.msgr.protocol import Closed, Connected, KeepaliveAck, MessageReceived, Session, SessionReset, Wait
+from pyceph.msgr.protocol import ClientProtocol, Closed, Connected, KeepaliveAck, Session, SessionReset, Wait
 from pyceph.osd import messages as osdm
 from pyceph.types import (
     ADDR_TYPE_ANY, ADDR_TYPE_LEGACY, ADDR_TYPE_MSGR2, ENTITY_TYPE_CLIENT, ENTITY_TYPE_MGR, ENTITY_TYPE_MON,
@@ -487,9 +487,6 @@ def test_choose_addr_rules():
 
 
 def test_connection_picks_the_core_by_address_type():
-    from pyceph.msgr.connection import Connection
-    from pyceph.msgr.protocol import ClientProtocol
-
     c1 = Connection(PEER, _Hooks(), peer_type=ENTITY_TYPE_OSD)
     c2 = Connection(EntityAddr(ADDR_TYPE_MSGR2, 77, "10.0.0.1", 6801), _Hooks(), peer_type=ENTITY_TYPE_OSD)
     assert (c1.proto, type(c1.protocol)) == ("msgr1", v1.ClientProtocolV1)
