@@ -13,6 +13,10 @@ ciphertext are the signature.
   le32 front_crc, le32 middle_crc, le32 data_crc``; the signature is the first
   little-endian u64 of the ciphertext.
 
+Only AES session keys are handled: an AES256KRB5 key encrypts with a random confounder,
+so its signatures must be computed another way (current kernels keep an HMAC-SHA256 key
+beside the krb5 one); such a key raises AuthError here rather than signing wrongly.
+
 msgr2 does not sign messages (its frames carry CRCs or are encrypted).
 """
 
@@ -20,7 +24,8 @@ from __future__ import annotations
 
 import struct
 
-from .crypto import CEPHX_ENC_MAGIC, CryptoKey
+from ..errors import AuthError
+from .crypto import CEPH_CRYPTO_AES, CEPHX_ENC_MAGIC, CryptoKey
 
 _SIG_V2 = struct.Struct("<8I")
 _SIG_V1 = struct.Struct("<BQI4I")
@@ -43,9 +48,11 @@ def calc_signature(
 ) -> int:
     """The u64 signature of one message (CRCs and lengths as they are on the wire).
 
-    ``cephx_v2``: the peer has CEPH_FEATURE_CEPHX_V2.  Raises AuthError if ``key``
-    cannot encrypt (unsupported key type).  The single place where a session key signs.
+    ``cephx_v2``: the peer has CEPH_FEATURE_CEPHX_V2.  Raises AuthError for a key type
+    other than AES.  The single place where a session key signs.
     """
+    if key.type != CEPH_CRYPTO_AES:
+        raise AuthError(f"msgr1 message signatures with cephx key type {key.type} are not implemented")
     if cephx_v2:
         block = _SIG_V2.pack(
             header_crc, front_crc, front_len, middle_crc, middle_len, data_crc, data_len,
