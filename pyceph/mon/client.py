@@ -397,9 +397,11 @@ class MonClient(AuthHooksMixin):
                         my_addr=self.my_addr,
                         connect_addr=self.connect_addr(addr),
                     )
+                    t_try = loop.time()
                     await con.connect(per_try)
                     if con.proto == "msgr1":
-                        await self._authenticate_v1(con, max(0.1, deadline - loop.time()))
+                        # MAuth is msgr1's handshake: same budget (a mon out of quorum never answers)
+                        await self._authenticate_v1(con, max(0.1, per_try - (loop.time() - t_try)))
                 except AuthError:
                     if con is not None:
                         await con.close()
