@@ -21,7 +21,6 @@ The global_id is reclaimed on every new mon session (cephx presents the old tick
 from __future__ import annotations
 
 import asyncio
-import errno
 import json
 import logging
 import os
@@ -451,9 +450,10 @@ class MonClient(AuthHooksMixin):
         tickets and finish."""
         try:
             if r.result < 0:
-                name = errno.errorcode.get(-r.result, str(r.result))
-                raise AuthError(f"cephx: monitor refused {self.auth.entity_name} (result {r.result} {name})"
-                                + (f": {r.result_msg}" if r.result_msg else ""), errno=-r.result)
+                # the wording of msgr2's AUTH_BAD_METHOD refusal
+                raise AuthError(f"cephx: monitor refused {self.auth.entity_name}: authentication failed with "
+                                f"result {r.result}" + (f" ({r.result_msg})" if r.result_msg else ""),
+                                errno=-r.result)
             if r.protocol != CEPH_AUTH_CEPHX:
                 raise AuthError(f"monitor offers auth protocol {r.protocol}; pyceph needs cephx")
             if r.global_id:
