@@ -15,9 +15,10 @@ import time
 
 import pytest
 
+from pyceph.auth.crypto import CryptoKey
 from pyceph.cluster import CephNotInstalled, DevCluster, check_binaries
 from pyceph.config import ClientConfig
-from pyceph.errors import ConfigError
+from pyceph.errors import AuthError, ConfigError
 from pyceph.rados import AsyncRados, Rados
 from pyceph.rbd import RBD, Image
 
@@ -101,6 +102,51 @@ def test_bad_ms_mode_is_one_clear_line(cluster):
                         "-o", "ms_mode=fast", "rbd/none"], capture_output=True, timeout=60)
     err = r.stderr.decode()
     assert r.returncode != 0 and "ms_mode = 'fast'" in err and "Traceback" not in err
+
+
+def test_wrong_key_over_msgr1_is_one_auth_error(cluster):
+    bad = CryptoKey(secret=os.urandom(16)).to_base64()
+    with pytest.raises(AuthError, match="client.admin: authentication failed with result -13"):
+        Rados(conffile=str(cluster.conf_path), conf={"ms_mode": "legacy", "key": bad}).connect()
+
+
+def test_msgr1_lost_reply_append_applied_once(cluster):
+    """Lossy msgr1 session: the connection dies after the OSD applied each append but
+    before we read the reply; the resend on a new connection carries the same reqid
+    (``client.<global_id>`` in the msgr1 header + tid), so each append applies once."""
+
+    async def go():
+        r = AsyncRados(ClientConfig.load(conffile=str(cluster.conf_path), overrides={"ms_mode": "legacy"}))
+        await r.connect(30)
+        try:
+            io = await r.open_ioctx("rbd")
+            oid = uniq("m1once")
+            await io.write_full(oid, b"")
+            osdc = r.osdc
+            orig = osdc._dispatch
+            lost: list[int] = []
+
+            def lossy_dispatch(s, msg):
+                if msg.tid not in lost:
+                    lost.append(msg.tid)
+                    s.con.abort(ConnectionError("test: connection lost before the reply was read"))
+                    return
+                orig(s, msg)
+
+            osdc._dispatch = lossy_dispatch
+            chunk = os.urandom(1000)
+            for _ in range(4):
+                await io.append(oid, chunk)
+            osdc._dispatch = orig
+            size, _ = await io.stat(oid)
+            protos = {s.con.proto for s in osdc.sessions.values() if s.con is not None}
+            return size, len(lost), osdc.resends, protos
+        finally:
+            await r.shutdown()
+
+    size, lost, resends, protos = asyncio.run(asyncio.wait_for(go(), 120))
+    assert protos == {"msgr1"} and lost == 4 and resends >= 4
+    assert size == 4 * 1000
 
 
 # -- a v1-only cluster ----------------------------------------------------------------------
