@@ -549,9 +549,13 @@ class ClientProtocolV1:
         return self.data_to_send()
 
     def send_keepalive(self, timestamp: tuple[int, int] | None = None) -> bytes:
-        """Queue a KEEPALIVE2 (``(sec, nsec)``, default now); returns pending output."""
+        """Queue a KEEPALIVE2 (``(sec, nsec)``, default now; a plain KEEPALIVE to a peer
+        without CEPH_FEATURE_MSGR_KEEPALIVE2); returns pending output."""
         if self.state is not State.OPEN:
             raise ProtocolError(f"keepalive in state {self.state.value}")
+        if not self.peer_features & F.MSGR_KEEPALIVE2:
+            self._out.append(bytes((TAG_KEEPALIVE,)))  # a pre-firefly peer: no timestamp, no ack
+            return self.data_to_send()
         if timestamp is None:
             ns = time.time_ns()
             timestamp = (ns // 1_000_000_000 & 0xFFFFFFFF, ns % 1_000_000_000)

@@ -440,6 +440,9 @@ def test_mon_connect_has_no_authorizer_and_keepalives():
     assert not p.session.sent
     ev = p.receive_data(bytes((v1.TAG_CLOSE,)))
     assert isinstance(ev[0], Closed) and p.state is v1.State.CLOSED
+    p, _ = _opened(peer_type=ENTITY_TYPE_MON)
+    p.receive_data(_reply(v1.TAG_READY, proto=15, features=F.SUPPORTED_DEFAULT & ~F.MSGR_KEEPALIVE2))
+    assert p.send_keepalive() == bytes((v1.TAG_KEEPALIVE,))
 
 
 def _mon_msg(seq, front=b"x", src=(ENTITY_TYPE_MON, 0)) -> bytes:
