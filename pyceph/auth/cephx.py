@@ -258,6 +258,10 @@ class CephxServiceHooks:
         secret = self.authorizer.verify_reply(payload)
         return self.authorizer.session_key.secret, secret
 
+    def message_signing_key(self, con=None) -> CryptoKey | None:
+        """The session key of the last authorizer: signs msgr1 messages (None before one)."""
+        return self.authorizer.session_key if self.authorizer is not None else None
+
     def handle_auth_bad_method(self, con, method: int, result: int, allowed_methods, allowed_modes):
         """Always raises AuthError; invalidates the service and AUTH tickets first so the
         next mon round trip fetches fresh ones (kernel ``ceph_x_invalidate_authorizer``)."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 class AuthHooksMixin:
     """Provides ``get_auth_request``, ``handle_auth_reply_more``, ``handle_auth_done`` and
-    ``handle_auth_bad_method`` by calling the same methods of ``self.auth``."""
+    ``handle_auth_bad_method`` (and msgr1's ``message_signing_key``) by calling the same
+    methods of ``self.auth``."""
 
     auth: object
 
@@ -25,3 +26,6 @@ class AuthHooksMixin:
 
     def handle_auth_bad_method(self, con, method, result, allowed_methods, allowed_modes):
         return self.auth.handle_auth_bad_method(con, method, result, allowed_methods, allowed_modes)
+
+    def message_signing_key(self, con):
+        return self.auth.message_signing_key(con)

@@ -1306,9 +1306,7 @@ def cmd_map(args) -> int:
 
     spec = _spec(args, SNAP_PERMITTED)
     req = map_request(spec, args.options or [], args.read_only, args.exclusive)
-    cfg = load_config(args)  # fail here, in the foreground, on a bad conf or key
-    if "ms_mode" in req["options"]:
-        parse_ms_mode(str(req["options"]["ms_mode"]), "map option ms_mode")
+    cfg = _map_config(args, req["options"])  # fail here, in the foreground, on a bad conf, key or ms_mode
     daemon_argv = [sys.executable, "-m", "pyceph.cli.prbd", "_map-daemon"]
     if cfg.conf_path:
         daemon_argv += ["--conf", cfg.conf_path]
@@ -1368,11 +1366,7 @@ def cmd_map_daemon(args) -> int:
     spec = spec_from_env()
 
     async def open_image():
-        cfg = load_config(args)
-        ms_mode = (spec.get("options") or {}).get("ms_mode")
-        if ms_mode:  # krbd's map option: overrides ms_client_mode / ms_mon_client_mode
-            cfg.options["ms_mode"] = str(ms_mode)
-        r = AsyncRados(cfg)
+        r = AsyncRados(_map_config(args, spec.get("options") or {}))
         await r.connect(args.connect_timeout)
         try:
             io = await r.open_ioctx(spec["pool"], spec.get("namespace") or "")
@@ -1388,6 +1382,18 @@ def cmd_map_daemon(args) -> int:
         return RbdBlockImage(r, img)
 
     return run_daemon(spec, open_image)
+
+
+def _map_config(args, options: dict[str, Any]):
+    """The client config of a mapping, with krbd's ``ms_mode`` map option (``legacy``,
+    ``crc``, ``secure``, ``prefer-crc``, ``prefer-secure``) as the ``ms_mode`` option that
+    ``ClientConfig.msgr_modes`` reads.  Raises ConfigError for a bad value."""
+    cfg = load_config(args)
+    mode = options.get("ms_mode")
+    if mode is not None:
+        parse_ms_mode(str(mode), "ms_mode")
+        cfg.options["ms_mode"] = str(mode)
+    return cfg
 
 
 def _opt_true(v: Any) -> bool:

@@ -156,7 +156,8 @@ def cmd_status(args) -> int:
             "global_id": monc.global_id,
             "mon_session": {"state": monc.state, "mon": monc.cur_mon,
                             "connection_state": monc.con.state.value if monc.con else None,
-                            "con_mode": monc.con.mode_name if monc.con else None},
+                            "con_mode": monc.con.mode_name if monc.con else None,
+                            "protocol": monc.con.proto if monc.con else None},
             # What OSD/MGR sessions offer, in preference order (ms_mode / ms_client_mode).
             "osd_modes_offered": list(monc.config.msgr_modes(False)),
             "monmap_epoch": monc.monmap.epoch if monc.monmap else None,

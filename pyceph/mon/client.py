@@ -1,8 +1,10 @@
 """MonClient: the session with the monitors (the kernel's ``net/ceph/mon_client.c``).
 
 It hunts for a monitor (every monitor of the MonMap, not only those in ceph.conf, in
-random order), authenticates with cephx inside the msgr2 handshake, fetches service
-tickets with MAuth, subscribes to the MonMap and OSDMaps, keeps the current OSDMap
+random order), authenticates with cephx inside the msgr2 handshake -- or, on a msgr1
+session (``ms_mode=legacy`` or a monitor with only a v1 address), with MAuth messages
+once the connection is open, as the kernel's ``__open_session``/``handle_auth_reply`` --
+fetches service tickets with MAuth, subscribes to the MonMap and OSDMaps, keeps the current OSDMap
 (full and incremental maps), and runs mon commands.
 
 It plugs into the generic messenger as its ``ops`` (``dispatch``, ``fault`` and the
@@ -42,13 +44,12 @@ from ..errors import (
     TimedOut,
     make_ex,
 )
-from ..msgr.connection import Connection
+from ..msgr.connection import Connection, choose_addr
 from ..msgr.message import Message
-from ..msgr.protocol import State
+from ..msgr.protocol import CON_MODE_CRC
 from ..osdmap import OSDMap
 from ..types import (
     ADDR_TYPE_ANY,
-    ADDR_TYPE_MSGR2,
     ENTITY_TYPE_MGR,
     ENTITY_TYPE_MON,
     ENTITY_TYPE_NAMES,
@@ -67,6 +68,7 @@ from .messages import (
     MPoolOpReply,
     MMonSubscribe,
     MOSDMap,
+    encode_auth_hello,
 )
 from .monmap import MonMap
 
@@ -133,6 +135,8 @@ class MonClient(AuthHooksMixin):
         self.client_addr: EntityAddr | None = None  # as the current mon sees us
         self.connect_map = connect_map_for(config)
         self._on_tickets: list[Callable[[], Any]] = []
+        # A msgr1 mon session being authenticated with MAuth: (connection, future).
+        self._v1_auth: tuple[Connection, asyncio.Future] | None = None
 
     def _set_state(self, new: str, why: str = "") -> None:
         """Every transition is one structured log line (``event=monc_state``)."""
@@ -177,9 +181,10 @@ class MonClient(AuthHooksMixin):
         return True
 
     def status(self) -> dict[str, Any]:
-        """The client's view of its mon session (JSON-able): state, monitor, global_id,
-        session and fault counters, last fault, our address, map epochs, pending
-        commands, keepalive ack age (s), and per-service ticket validity (s from now)."""
+        """The client's view of its mon session (JSON-able): state, monitor, protocol
+        (msgr1/msgr2), global_id, session and fault counters, last fault, our address,
+        map epochs, pending commands, keepalive ack age (s), and per-service ticket
+        validity (s from now)."""
         con = self.con
         now = time.time()
         try:
@@ -202,6 +207,7 @@ class MonClient(AuthHooksMixin):
             "mon": self.cur_mon,
             "connection_state": con.state.value if con is not None else None,
             "con_mode": getattr(con, "mode_name", None) if con is not None else None,
+            "protocol": con.proto if con is not None else None,  # msgr1 / msgr2
             "global_id": self.global_id,
             "addr": str(self.client_addr) if self.client_addr is not None else None,
             "sessions_opened": self.sessions_opened,
@@ -216,15 +222,18 @@ class MonClient(AuthHooksMixin):
         }
 
     def candidate_addrs(self) -> list[EntityAddr]:
-        """msgr2 addresses of every known monitor (MonMap first, else ceph.conf)."""
+        """One address per known monitor (MonMap first, else ceph.conf), as
+        :func:`pyceph.msgr.connection.choose_addr` picks it for ``ms_mode`` /
+        ``ms_mon_client_mode``: v2, or v1 for ``legacy`` and for v1-only monitors."""
         out: list[EntityAddr] = []
         vecs = []
         if self.monmap is not None:
             vecs = [self.monmap.get_addrs(r) for r in range(len(self.monmap.ranks))]
         if not vecs:
             vecs = self.config.mon_addrs
+        modes = self.config.msgr_modes(for_mon=True)
         for v in vecs:
-            a = v.get(ADDR_TYPE_MSGR2)
+            a = choose_addr(v, modes)
             if a is not None:
                 out.append(a)
         return out
@@ -244,9 +253,10 @@ class MonClient(AuthHooksMixin):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if not self.candidate_addrs():
-            v1 = [str(a) for v in self.config.mon_addrs for a in v.addrs]
+            got = [str(a) for v in self.config.mon_addrs for a in v.addrs]
+            modes = self.config.msgr_modes(for_mon=True)
             raise ConfigError(
-                "no msgr2 monitor address in 'mon host' (pyceph speaks msgr2 only); got: " + ", ".join(v1)
+                f"no monitor address in 'mon host' usable with ms_mode {'/'.join(modes)}; got: " + ", ".join(got)
             )
         await self._hunt(deadline)
         remaining = max(0.1, deadline - loop.time())
@@ -383,6 +393,7 @@ class MonClient(AuthHooksMixin):
                 per_try = min(remaining, max(hunt_interval, 1.0) * (1 + attempt))
                 tried.append(str(addr))
                 self._set_state("hunting", f"trying {addr}")
+                con = None
                 try:
                     con = Connection(
                         addr,
@@ -392,10 +403,18 @@ class MonClient(AuthHooksMixin):
                         my_addr=self.my_addr,
                         connect_addr=self.connect_addr(addr),
                     )
+                    t_try = loop.time()
                     await con.connect(per_try)
+                    if con.proto == "msgr1":
+                        # MAuth is msgr1's handshake: same budget (a mon out of quorum never answers)
+                        await self._authenticate_v1(con, max(0.1, per_try - (loop.time() - t_try)))
                 except AuthError:
+                    if con is not None:
+                        await con.close()
                     raise  # a wrong key is wrong on every monitor: say so at once
                 except (TimedOut, ProtocolError, Error, OSError) as e:
+                    if con is not None:
+                        await con.close()
                     errors.append(str(e))
                     log.info("mon %s: %s", addr, e)
                     continue
@@ -409,6 +428,55 @@ class MonClient(AuthHooksMixin):
             attempt += 1
             # Back off with jitter before walking the list again.
             await asyncio.sleep(min(max(0.0, deadline - loop.time()), random.uniform(0.1, 0.5) * attempt))
+
+    async def _authenticate_v1(self, con: Connection, timeout: float) -> None:
+        """cephx over MAuth on an open msgr1 mon connection (msgr1 has no auth frames).
+
+        MAuth(protocol 0, hello: our methods, name and old global_id) -> MAuthReply
+        with the server challenge and our global_id -> MAuth(cephx, CephXAuthenticate)
+        -> MAuthReply with the tickets.  Kernel ``net/ceph/mon_client.c``
+        (``__open_session``, ``handle_auth_reply``), Ceph ``MonConnection::_init_auth``.
+        Raises AuthError (refused, wrong key), TimedOut.
+        """
+        fut = asyncio.get_running_loop().create_future()
+        self._v1_auth = (con, fut)
+        self.auth.get_auth_request(con)  # restarts the cephx exchange (challenge first)
+        hello = encode_auth_hello(self.auth.entity_name, self.auth.global_id, (CEPH_AUTH_CEPHX,))
+        con.send(MAuth(protocol=0, auth_payload=hello,
+                       monmap_epoch=self.monmap.epoch if self.monmap else 0).to_message(con.features))
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except asyncio.TimeoutError:
+            raise TimedOut(f"mon {con.peer_addr}: no MAuth reply within {timeout:g}s") from None
+        finally:
+            self._v1_auth = None
+        con.set_global_id(self.auth.global_id)
+
+    def _handle_v1_auth_reply(self, con: Connection, fut: asyncio.Future, r: MAuthReply) -> None:
+        """One MAuthReply of :meth:`_authenticate_v1`: answer the challenge, or take the
+        tickets and finish."""
+        try:
+            if r.result < 0:
+                # the wording of msgr2's AUTH_BAD_METHOD refusal
+                raise AuthError(f"cephx: monitor refused {self.auth.entity_name}: authentication failed with "
+                                f"result {r.result}" + (f" ({r.result_msg})" if r.result_msg else ""),
+                                errno=-r.result)
+            if r.protocol != CEPH_AUTH_CEPHX:
+                raise AuthError(f"monitor offers auth protocol {r.protocol}; pyceph needs cephx")
+            if r.global_id:
+                con.set_global_id(r.global_id)
+            if self.auth.starting:
+                payload = self.auth.handle_auth_reply_more(con, r.result_bl)
+                con.send(MAuth(protocol=CEPH_AUTH_CEPHX, auth_payload=payload,
+                               monmap_epoch=self.monmap.epoch if self.monmap else 0).to_message(con.features))
+                return
+            self.auth.handle_auth_done(con, r.global_id, CON_MODE_CRC, r.result_bl)
+        except Exception as e:
+            if not fut.done():
+                fut.set_exception(e)
+            return
+        if not fut.done():
+            fut.set_result(None)
 
     def _session_opened(self) -> None:
         what = {"monmap": ((self.monmap.epoch + 1) if self.monmap else 0, 0)}
@@ -451,7 +519,7 @@ class MonClient(AuthHooksMixin):
         while not self._closing:
             await asyncio.sleep(min(interval, timeout / 3))
             con = self.con
-            if con is None or con.state is not State.READY:
+            if con is None or not con.ready:
                 continue
             seen = max(t for t in (con.connected_at, con.last_rx_at, con.last_keepalive_ack_at, 0.0)
                        if t is not None)
@@ -471,6 +539,13 @@ class MonClient(AuthHooksMixin):
 
     # -- connection ops (ceph_connection_operations; auth hooks from AuthHooksMixin) ------
     def dispatch(self, con: Connection, msg: Message) -> None:
+        v1 = self._v1_auth
+        if v1 is not None and con is v1[0]:
+            if msg.type == MAuthReply.MSG_TYPE:
+                self._handle_v1_auth_reply(con, v1[1], MAuthReply.from_message(msg))
+            else:
+                log.debug("mon: message type %d before authentication; ignored", msg.type)
+            return
         if con is not self.con:
             return
         t = msg.type
@@ -509,6 +584,9 @@ class MonClient(AuthHooksMixin):
             log.debug("mon: ignoring message type %d", t)
 
     def fault(self, con: Connection, exc: Exception) -> None:
+        v1 = self._v1_auth
+        if v1 is not None and con is v1[0] and not v1[1].done():
+            v1[1].set_exception(exc)  # the msgr1 MAuth exchange lost its connection
         if con is not self.con or self._closing:
             return
         self.faults += 1

@@ -97,6 +97,18 @@ class MAuth:
         return cls(protocol, payload, epoch, paxos)
 
 
+def encode_auth_hello(entity_name, global_id: int, supported: tuple[int, ...] = (2,)) -> bytes:
+    """The ``auth_payload`` of the first MAuth on a msgr1 mon session (sent with
+    ``protocol`` 0): ``u8 struct_v=1, list<u32> supported auth methods, EntityName,
+    u64 global_id`` (the old one, for global_id reclaim).  ``entity_name`` is a
+    :class:`pyceph.types.EntityName`.  Source: Ceph's ``MonConnection::_init_auth``
+    (legacy branch), kernel ``ceph_auth_build_hello`` (``net/ceph/auth.c``)."""
+    e = Encoder().u8(1)
+    e.list(list(supported), lambda e, m: e.u32(m))
+    entity_name.encode(e)
+    return e.u64(global_id).bytes()
+
+
 @dataclass
 class MAuthReply:
     """``MAuthReply`` (type 18): ``u32 protocol, s32 result, u64 global_id,

@@ -1,6 +1,8 @@
-"""asyncio transport for one msgr2 client connection (the kernel's ``ceph_connection``).
+"""asyncio transport for one client connection (the kernel's ``ceph_connection``).
 
-A thin layer over the sans-IO :class:`pyceph.msgr.protocol.ClientProtocol`: a
+A thin layer over a sans-IO protocol core -- msgr2.1's
+:class:`pyceph.msgr.protocol.ClientProtocol`, or msgr1's
+:class:`pyceph.msgr.v1.ClientProtocolV1` when the peer address is a v1 (legacy) one: a
 non-blocking TCP socket (TCP_NODELAY) driven by the event loop's reader/writer
 callbacks, a reader task feeding the protocol, and coalesced writes of the protocol's
 output: messages queued in one event-loop iteration leave in one gather write
@@ -19,8 +21,11 @@ received chunks reach the frame parser without passing through a stream buffer.
 
 Every state change of the protocol (banner, hello, auth, ..., ready, closed) is one
 structured log record on logger ``pyceph.msgr.connection`` with ``extra={"event":
-"con_state", "peer": "v2:IP:PORT/NONCE", "old": "auth", "new": "auth_signature"}``
-(INFO for ``ready``/``closed``, DEBUG for the handshake steps in between).
+"con_state", "proto": "msgr2", "peer": "v2:IP:PORT/NONCE", "old": "auth", "new":
+"auth_signature"}`` (INFO for ``ready``/``open``/``closed``, DEBUG for the handshake steps
+in between); the message starts with ``msgr1`` or ``msgr2``.
+
+:func:`choose_addr` picks which of a daemon's addresses to use for the configured modes.
 
 ``connect_addr=(ip, port)`` makes the TCP connection go elsewhere (the fault proxy's
 connect map, :class:`pyceph.config.ConnectMap`) while HELLO and CLIENT_IDENT still name
@@ -38,12 +43,31 @@ from collections import deque
 from typing import Any, Iterable
 
 from ..errors import ConnectionShutdown, Error, NotConnected, TimedOut
-from ..types import ENTITY_TYPE_CLIENT, EntityAddr
+from ..types import ADDR_TYPE_LEGACY, ADDR_TYPE_MSGR2, ENTITY_TYPE_CLIENT, EntityAddr, EntityAddrvec
 from . import features as F
 from .message import Message
 from .protocol import (
     CON_MODE_NAMES, ClientProtocol, Closed, Connected, KeepaliveAck, MessageReceived, Session, SessionReset, State, Wait,
 )
+from .v1 import ClientProtocolV1
+from .v1 import State as StateV1
+
+_READY_STATES = (State.READY, StateV1.OPEN)
+_CLOSED_STATES = (State.CLOSED, StateV1.CLOSED)
+
+
+def choose_addr(addrs: EntityAddrvec, modes: tuple[str, ...]) -> EntityAddr | None:
+    """The address of ``addrs`` to connect to for ``modes`` (``ClientConfig.msgr_modes``):
+    the v1 address for ``("legacy",)`` (krbd ``ms_mode=legacy``), else the v2 address,
+    else -- a daemon that publishes only v1 (a v1-only ``mon host`` entry or OSD) -- its
+    v1 address when the modes allow crc (msgr1 is never offered to a secure-only client,
+    it has no encryption).  None when no address fits."""
+    if modes == ("legacy",):
+        return addrs.get(ADDR_TYPE_LEGACY)
+    a = addrs.get(ADDR_TYPE_MSGR2)
+    if a is None and "crc" in modes:
+        a = addrs.get(ADDR_TYPE_LEGACY)
+    return a
 
 log = logging.getLogger(__name__)
 
@@ -297,11 +321,13 @@ async def _open_socket(host: str, port: int) -> socket.socket:
 
 
 class Connection:
-    """One client connection to a Ceph daemon at ``peer_addr`` (msgr2.1, crc or secure mode).
+    """One client connection to a Ceph daemon at ``peer_addr``: msgr1 if ``peer_addr``
+    is a v1 (``ADDR_TYPE_LEGACY``) address, else msgr2.1.
 
     ``Connection(addr, ops, entity_type=ENTITY_TYPE_CLIENT, features=...)``; keyword
     arguments ``peer_type``, ``my_addr``, ``global_id``, ``required_features``,
-    ``lossy``, ``session`` are passed to :class:`ClientProtocol`.
+    ``lossy``, ``session`` are passed to :class:`ClientProtocol` /
+    :class:`ClientProtocolV1`.  ``proto`` is ``"msgr1"`` or ``"msgr2"``.
     """
 
     def __init__(
@@ -318,7 +344,9 @@ class Connection:
         self.ops = ops
         self.connect_addr = connect_addr
         self._user_transition = protocol_kw.pop("on_transition", None)
-        self.protocol = ClientProtocol(
+        core = ClientProtocolV1 if peer_addr.type == ADDR_TYPE_LEGACY else ClientProtocol
+        self.proto = "msgr1" if core is ClientProtocolV1 else "msgr2"
+        self.protocol = core(
             peer_addr, ops, entity_type=entity_type, features=features, con=self,
             on_transition=self._on_transition, **protocol_kw
         )
@@ -339,8 +367,22 @@ class Connection:
 
     # -- properties ------------------------------------------------------------------
     @property
-    def state(self) -> State:
+    def state(self) -> State | StateV1:
+        """The core's state (msgr2 :class:`State` or msgr1 ``v1.State``); see ``ready``."""
         return self.protocol.state
+
+    @property
+    def ready(self) -> bool:
+        """The session is up (msgr2 READY, msgr1 OPEN)."""
+        return self.protocol.state in _READY_STATES
+
+    @property
+    def closed(self) -> bool:
+        return self.protocol.state in _CLOSED_STATES
+
+    def set_global_id(self, global_id: int) -> None:
+        """Our global_id once the monitor assigned it (msgr1 message headers carry it)."""
+        self.protocol.global_id = global_id
 
     @property
     def peer_global_id(self) -> int:
@@ -358,8 +400,10 @@ class Connection:
 
     @property
     def mode_name(self) -> str:
-        """The mode as krbd's ``ms_mode`` names it: ``"crc"`` or ``"secure"`` (msgr2.1),
-        ``"unknown"`` before AUTH_DONE."""
+        """The mode as krbd's ``ms_mode`` names it: ``"legacy"`` (msgr1), ``"crc"`` or
+        ``"secure"`` (msgr2.1), ``"unknown"`` before AUTH_DONE."""
+        if self.proto == "msgr1":
+            return "legacy"
         return CON_MODE_NAMES.get(self.protocol.con_mode, str(self.protocol.con_mode))
 
     @property
@@ -375,11 +419,11 @@ class Connection:
 
     def _on_transition(self, old: State, new: State) -> None:
         """One structured log record per protocol state change (``event=con_state``)."""
-        level = logging.INFO if new in (State.READY, State.CLOSED) else logging.DEBUG
+        level = logging.INFO if new in _READY_STATES or new in _CLOSED_STATES else logging.DEBUG
         if log.isEnabledFor(level):
             via = f" via {self.connect_addr[0]}:{self.connect_addr[1]}" if self.connect_addr else ""
-            log.log(level, "msgr2 %s%s: %s -> %s", self.peer_addr, via, old.value, new.value,
-                    extra={"event": "con_state", "peer": str(self.peer_addr),
+            log.log(level, "%s %s%s: %s -> %s", self.proto, self.peer_addr, via, old.value, new.value,
+                    extra={"event": "con_state", "proto": self.proto, "peer": str(self.peer_addr),
                            "old": old.value, "new": new.value})
         if self._user_transition is not None:
             self._user_transition(old, new)
@@ -406,12 +450,12 @@ class Connection:
         self._io = _SocketIO(loop, sock)
         self._ready = loop.create_future()
         self._io.write([self.protocol.initiate()])
-        self._task = asyncio.create_task(self._read_loop(), name=f"msgr2 {self.peer_addr}")
+        self._task = asyncio.create_task(self._read_loop(), name=f"{self.proto} {self.peer_addr}")
         try:
             return await asyncio.wait_for(asyncio.shield(self._ready), max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             await self._shutdown()
-            raise TimedOut(f"{self.peer_addr}: msgr2 handshake not done in {timeout:g}s") from None
+            raise TimedOut(f"{self.peer_addr}: {self.proto} handshake not done in {timeout:g}s") from None
         except BaseException:
             await self._shutdown()
             raise
@@ -421,14 +465,14 @@ class Connection:
 
         Raises :class:`ConnectionShutdown` if the connection is closed.
         """
-        if self.state is State.CLOSED or self._closing:
+        if self.closed or self._closing:
             raise ConnectionShutdown(f"{self.peer_addr}: connection closed")
         self.protocol.queue_message(msg)
         self._schedule_flush()
 
     def send_keepalive(self) -> None:
         """Send a KEEPALIVE2 (its ACK updates ``last_keepalive_ack``)."""
-        if self.state is State.READY:
+        if self.ready:
             # The protocol hands back everything pending, the KEEPALIVE2 included:
             # it must go to the socket here (a later _flush finds the queue empty).
             data = self.protocol.send_keepalive()
@@ -467,7 +511,7 @@ class Connection:
 
     async def _shutdown(self) -> None:
         self._flush()  # what send() queued goes out before the socket closes
-        if self.protocol.state is not State.CLOSED:
+        if not self.closed:
             self.protocol.close()
         task, self._task = self._task, None
         if task is not None and task is not asyncio.current_task():
@@ -527,7 +571,7 @@ class Connection:
                 e = ConnectionShutdown(f"{self.peer_addr}: {e}")
             self._fault(e)
         except Exception as e:  # an ops callback failed: still fault exactly once
-            log.exception("msgr2 %s: error in reader", self.peer_addr)
+            log.exception("%s %s: error in reader", self.proto, self.peer_addr)
             self._fault(e)
 
     async def _handle_event(self, ev) -> None:
@@ -547,7 +591,7 @@ class Connection:
         elif isinstance(ev, Wait):
             raise ConnectionShutdown(f"{self.peer_addr}: server asked us to WAIT (connection race)")
         elif isinstance(ev, SessionReset):
-            log.info("msgr2 %s: session reset by peer", self.peer_addr)
+            log.info("%s %s: session reset by peer", self.proto, self.peer_addr)
         elif isinstance(ev, Closed):
             raise ConnectionShutdown(f"{self.peer_addr}: {ev.reason}")
 
@@ -565,8 +609,8 @@ class Connection:
             return
         if self._closing:
             return
-        log.debug("msgr2 %s: fault: %s", self.peer_addr, exc)
+        log.debug("%s %s: fault: %s", self.proto, self.peer_addr, exc)
         try:
             self.ops.fault(self, exc)
         except Exception:
-            log.exception("msgr2 %s: ops.fault raised", self.peer_addr)
+            log.exception("%s %s: ops.fault raised", self.proto, self.peer_addr)

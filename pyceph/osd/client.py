@@ -70,13 +70,12 @@ from ..errors import (
     TimedOut,
     make_ex,
 )
-from ..msgr.connection import Connection
+from ..msgr.connection import Connection, choose_addr
 from ..msgr.message import Message
-from ..msgr.protocol import State
 from ..osdmap import OSDMap
 from ..osdmap.osdmap import CEPH_OSDMAP_FULL, CEPH_OSDMAP_PAUSERD, CEPH_OSDMAP_PAUSEWR
 from ..osdmap.pool import FLAG_FULL, FLAG_FULL_QUOTA
-from ..types import ADDR_TYPE_MSGR2, ENTITY_TYPE_OSD, PgT
+from ..types import ENTITY_TYPE_OSD, PgT
 from . import ops as O
 from ..mon.messages import MOSDMap
 from .messages import (
@@ -327,6 +326,7 @@ class OSDSession(AuthHooksMixin):
             "state": self.state,
             "connection_state": con.state.value if con is not None else None,
             "con_mode": getattr(con, "mode_name", None) if con is not None else None,
+            "protocol": con.proto if con is not None else None,  # msgr1 / msgr2
             "requests": len(self.requests),
             "lingers": len(self.lingers),
             "oldest_request_age": age(min((r.stamp for r in self.requests.values()), default=None)),
@@ -457,13 +457,22 @@ class OSDClient:
         req.last_force_resend = max(req.last_force_resend, pool.last_force_op_resend)
         return changed or split or (force and not first) or unpaused
 
+    def _msgr_modes(self) -> tuple[str, ...]:
+        return self.monc.config.msgr_modes(for_mon=False)
+
+    def choose_addr(self, addrs):
+        """The address of an OSD to use: v2, or v1 for ``ms_mode=legacy`` and for OSDs
+        that publish only v1 (:func:`pyceph.msgr.connection.choose_addr`)."""
+        return choose_addr(addrs, self._msgr_modes())
+
     def _get_session(self, osd: int) -> OSDSession:
         s = self.sessions.get(osd)
         if s is None or s.closed:
             addrs = self.osdmap.get_addrs(osd)
-            addr = addrs.get(ADDR_TYPE_MSGR2)
+            addr = self.choose_addr(addrs)
             if addr is None:
-                raise InvalidArgumentError(f"osd.{osd} has no msgr2 address ({addrs})")
+                raise InvalidArgumentError(
+                    f"osd.{osd} has no address usable with ms_mode {'/'.join(self._msgr_modes())} ({addrs})")
             s = OSDSession(self, osd, addr)
             self.sessions[osd] = s
             s.open()
@@ -1176,7 +1185,7 @@ class OSDClient:
             if changed or skipped:
                 relink[lreq.linger_id] = lreq
         for osd, s in list(self.sessions.items()):
-            if not m.is_up(osd) or m.get_addrs(osd).get(ADDR_TYPE_MSGR2) != s.addr:
+            if not m.is_up(osd) or self.choose_addr(m.get_addrs(osd)) != s.addr:
                 log.info("osd.%d %s: %s in osdmap epoch %d; closing its session", osd, s.addr,
                          "down" if not m.is_up(osd) else "moved", m.epoch)
                 for req in list(s.requests.values()):
@@ -1254,7 +1263,7 @@ class OSDClient:
         s.ka_pending_since = None
         for req in s.requests.values():
             req.sent_con = None
-        if con is not None and con.state is not State.CLOSED:
+        if con is not None and not con.closed:
             s.loop.create_task(con.close())
         s.auth_failed = isinstance(exc, AuthError)
         if s.auth_failed and not s.ticket_renewed:
@@ -1316,7 +1325,7 @@ class OSDClient:
             con = s.con
             if s.requests or s.lingers:
                 s.last_used = now
-                if con is None or con.state is not State.READY:
+                if con is None or not con.ready:
                     continue
                 # A session serving a watch is probed on every tick (kernel handle_timeout).
                 laggy = any(r.sent_con is con and r.stamp <= laggy_cut for r in s.requests.values())

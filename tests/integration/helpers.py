@@ -10,6 +10,7 @@
 ``read_dev(dev, ...)``    read a (mapped) block device.
 ``dumps(obj)``            compact JSON like ``rbd --format json``.
 ``mapping_registry``      a private ``$PYCEPH_RUN_DIR`` for ``prbd map``; leftovers force-unmapped.
+``make_v1_only(cluster)`` turn a freshly started DevCluster into a v1-only (msgr1) one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -109,3 +111,37 @@ def mapping_registry(tmp_path_factory) -> Iterator[Path]:
 def dumps(obj) -> str:
     """Compact JSON, the way ``rbd --format json`` prints it."""
     return json.dumps(obj, separators=(",", ":"))
+
+
+def make_v1_only(cluster) -> str:
+    """Make ``cluster`` (a started :class:`pyceph.cluster.DevCluster`) v1-only: stop it,
+    rewrite every monitor's MonMap to v1 addresses only (``monmaptool --addv``), set
+    ``ms bind msgr2 = false`` and ``mon host`` to the v1 addresses in its ceph.conf and
+    start every daemon again, so monitors, OSDs and the mgr bind and publish v1 only
+    (what ``ceph mon dump`` / ``ceph osd dump`` then show).  Returns the new ``mon host``.
+    OSDs are memstore: a clean stop keeps their data.  Raises AssertionError on failure.
+    """
+    conf = cluster.conf_path.read_text()
+    names = sorted(cluster.pids())
+    cluster.stop()
+    line = conf.split("mon host =", 1)[1].splitlines()[0]
+    mons = re.findall(r"v1:([\d.]+):(\d+)", line)
+    assert mons, line
+    cfg = str(cluster.conf_path)
+    for i in range(len(mons)):
+        mid = chr(ord("a") + i)
+        mm = str(cluster.dir / f"monmap.{mid}")
+        run(["ceph-mon", "-c", cfg, "-i", mid, "--extract-monmap", mm])
+        for j, (ip, port) in enumerate(mons):
+            mj = chr(ord("a") + j)
+            run(["monmaptool", mm, "--rm", mj])
+            run(["monmaptool", mm, "--addv", mj, f"[v1:{ip}:{port}]"])
+        run(["ceph-mon", "-c", cfg, "-i", mid, "--inject-monmap", mm])
+    host = " ".join(f"v1:{ip}:{port}" for ip, port in mons)
+    conf = re.sub(r"mon host = .*", f"mon host = {host}", conf, count=1)
+    conf = conf.replace("[global]\n", "[global]\n\tms bind msgr2 = false\n", 1)
+    cluster.conf_path.write_text(conf)
+    for n in [n for n in names if n.startswith("mon.")] + [n for n in names if not n.startswith("mon.")]:
+        cluster.start_daemon(n)
+    cluster.wait_clean(120)
+    return host

@@ -225,15 +225,17 @@ def test_unreachable_monitors_within_timeout_naming_each(cluster):
     assert "MonitorUnreachable" in line and f"127.0.0.1:{p1}" in line
 
 
-def test_v1_only_mon_host_is_config_error(cluster):
+def test_v1_only_mon_host_with_a_secure_only_client_is_config_error(cluster):
+    """msgr1 has no encryption: a client that requires secure mode refuses v1-only
+    monitors at once, naming them (a v1-only mon host otherwise works: test_msgr1.py)."""
     mon_v1 = [a for a in cluster.mon_addrs if a.startswith("v1:")][0]  # a live msgr1 port
     for value in (f"[{mon_v1}]", mon_v1, "v1:127.0.0.1:6789,v1:127.0.0.2:6789"):
-        cfg = ClientConfig.load(str(cluster.conf_path), mon_host=value)
+        cfg = ClientConfig.load(str(cluster.conf_path), mon_host=value, overrides={"ms_mode": "secure"})
         t0 = time.monotonic()
         e, _ = connect_error(cfg, timeout=10)
         assert isinstance(e, ConfigError), (value, repr(e))
         assert time.monotonic() - t0 < 2
-        assert "msgr2" in str(e) and value.split(",")[0].strip("[]").removesuffix("/0") in str(e)
+        assert "ms_mode secure" in str(e) and value.split(",")[0].strip("[]").removesuffix("/0") in str(e)
 
 
 def test_missing_conf_and_keyring_are_config_errors_naming_paths(cluster, tmp_path):

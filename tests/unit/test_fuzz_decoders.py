@@ -1,7 +1,9 @@
 """Hostile bytes against every decoder the client feeds with a peer's bytes.
 
 One harness, one list of targets (:data:`TARGETS`): msgr2 banner, frame reader and stream
-splitter, every control-frame payload, ``message_from_frame``, every mon and OSD message's
+splitter, every control-frame payload, ``message_from_frame``, msgr1's entity_addr,
+ceph_msg_connect, ceph_msg_header, message stream and client core (seeded from the
+captured msgr1 session in ``tests/data/msgr1-capture``), every mon and OSD message's
 ``from_message``, MonMap, OSDMap (and placement on what it decoded), OSDMap::Incremental
 (and applying it), CRUSH maps (and mapping with them), pg_pool_t and the small OSDMap
 types, the cephx structures and the cephx client's reply handlers (mon handshake, service
@@ -73,8 +75,9 @@ from pyceph.mon import messages as monm
 from pyceph.mon.monmap import MonInfo, MonMap
 from pyceph.msgr import frames as fr
 from pyceph.msgr.crypto_onwire import OnWireCrypto
+from pyceph.msgr import v1
 from pyceph.msgr.message import Message
-from pyceph.msgr.protocol import ClientProtocol
+from pyceph.msgr.protocol import ClientProtocol, Session
 from pyceph.osd import messages as osdm
 from pyceph.osd import ops
 from pyceph.osdmap import OSDMap
@@ -95,6 +98,7 @@ from pyceph.types import (
     EntityNameT,
     PgT,
 )
+from tests import msgr1_capture as cap1
 from tests.shared_data import CORPUS, VECTORS
 from tests.unit import test_msgr_secure as sec
 
@@ -806,6 +810,79 @@ target("msgr2.ClientProtocol.secure_mon_session", _secure_mon_session,
        weight=1.5, sweep=False)
 target("msgr2.ClientProtocol.secure_osd_session", _secure_osd_session,
        [(SEC_CAPS[n].s2c, n) for n in ("04-30738", "09-30738")], allowed=HANDSHAKE, ctx_seeds=True,
+
+# -- msgr1: addresses, connect/reply, the message stream, the client core ------------------
+
+_V1 = {n: cap1.split(n) for n in cap1.NAMES}
+
+
+def _v1_stream(data, ctx):
+    sd = v1.StreamDecoder(msg_auth=ctx)
+    for i in range(0, len(data), 977):
+        sd.push(data[i : i + 977])
+        while (it := sd.next()) is not None:
+            if it[0] == v1.TAG_MSG:
+                m = it[1].to_message()
+                if m.type in REGISTRY:
+                    REGISTRY[m.type].from_message(m)
+
+
+target("msgr1.decode_entity_addr", lambda b, c: v1.decode_entity_addr(b),
+       [v1.encode_entity_addr(a) for c in _V1.values() for a in (c.server_addr, c.addr_for_me, c.client_addr)])
+target("msgr1.ConnectMsg.decode", lambda b, c: v1.ConnectMsg.decode(b),
+       [cm.encode() for c in _V1.values() for cm in c.connects])
+target("msgr1.decode_header", lambda b, c: v1.decode_header(b),
+       [raw[1 : 1 + v1.HEADER.size] for c in _V1.values()
+        for tag, _, raw in cap1.items(c.s2c_messages) if tag == v1.TAG_MSG])
+target("msgr1.StreamDecoder", _v1_stream,
+       [(d, auth) for c in _V1.values() for d in (c.c2s_messages, c.s2c_messages) if 0 < len(d) < 8192
+        for auth in (True,)]
+       + [(b"".join(v1.encode_message_parts(Message(type=9999, front=b"abc", data=b"d", seq=1), 1, 0, msg_auth=False)),
+           False)], ctx_seeds=True, weight=1.5)
+
+
+class _V1Hooks:
+    """Captured authorizers; a reply that is not the captured one is an AuthError."""
+
+    def __init__(self, c):
+        self.c = c
+        self.key = CryptoKey(secret=bytes(16))
+
+    def get_auth_request(self, con):
+        return 2, [1], self.c.connects[0].authorizer
+
+    def handle_auth_reply_more(self, con, payload):
+        return self.c.connects[-1].authorizer
+
+    def handle_auth_done(self, con, global_id, con_mode, payload):
+        if payload != self.c.replies[-1].authorizer:
+            raise AuthError("authorizer reply differs")
+        return self.key.secret, b""
+
+    def handle_auth_bad_method(self, con, *a):
+        raise AuthError("refused")
+
+    def message_signing_key(self, con):
+        return None  # the session key is not known here: decode the stream, skip signatures
+
+
+def _v1_session(data, name):
+    c = _V1[name]
+    peer_type = ENTITY_TYPE_MON if c.port == cap1.MON_PORT else ENTITY_TYPE_OSD
+    p = v1.ClientProtocolV1(
+        c.server_addr, _V1Hooks(c), peer_type=peer_type, my_addr=EntityAddr(3, c.client_addr.nonce),
+        features=c.connects[0].features, session=Session(global_seq=c.connects[0].global_seq),
+    )
+    p.initiate()
+    for i in range(0, len(data), 1500):
+        for ev in p.receive_data(data[i : i + 1500]):
+            msg = getattr(ev, "message", None)
+            if msg is not None and msg.type in REGISTRY:
+                REGISTRY[msg.type].from_message(msg)
+
+
+target("msgr1.ClientProtocolV1.session", _v1_session,
+       [(_V1[n].s2c, n) for n in ("00-15361", "04-15366", "09-15366")], allowed=HANDSHAKE, ctx_seeds=True,
        weight=1.5, sweep=False)
 
 

@@ -67,6 +67,9 @@ class FakeConfig:
     def get_float(self, key, default=0.0):
         return float(self.opts.get(key, default))
 
+    def msgr_modes(self, for_mon):
+        return ("crc",)
+
 
 class FakeMap:
     """Placement by table: object -> raw seed; pg seed -> (acting, primary)."""
@@ -178,6 +181,7 @@ class FakeCon:
         self.global_id = global_id
         self.connect_addr = connect_addr
         self.state = State.BANNER
+        self.proto = "msgr2"
         self.features = 0
         self.sent: list[MOSDOp] = []
         self.keepalives = 0
@@ -185,6 +189,14 @@ class FakeCon:
         self.last_rx_at = None
         self.last_keepalive_ack_at = None
         FakeCon.made.append(self)
+
+    @property
+    def ready(self):
+        return self.state is State.READY
+
+    @property
+    def closed(self):
+        return self.state is State.CLOSED
 
     @property
     def osd(self):
