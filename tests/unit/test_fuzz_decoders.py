@@ -810,6 +810,8 @@ target("msgr2.ClientProtocol.secure_mon_session", _secure_mon_session,
        weight=1.5, sweep=False)
 target("msgr2.ClientProtocol.secure_osd_session", _secure_osd_session,
        [(SEC_CAPS[n].s2c, n) for n in ("04-30738", "09-30738")], allowed=HANDSHAKE, ctx_seeds=True,
+       weight=1.5, sweep=False)
+
 
 # -- msgr1: addresses, connect/reply, the message stream, the client core ------------------
 
