@@ -56,7 +56,7 @@ from pyceph.auth.cephx import (
     CEPHX_GET_PRINCIPAL_SESSION_KEY,
     CephxClient,
 )
-from pyceph.auth.crypto import CryptoKey, decode_decrypt
+from pyceph.auth.crypto import CEPHX_KEY_USAGE_AUTHORIZE, CryptoKey, decode_decrypt
 from pyceph.encoding import Decoder, Encoder
 from pyceph.errors import (
     AuthError,
@@ -614,7 +614,7 @@ def _svc_nonce(mon: str, svc_stream: str, svc: int) -> int:
     d = Decoder(fr.AuthRequest.decode(c[1].payload).payload)
     d.u8(), d.u64(), d.u32()
     ax.CephXTicketBlob.decode(d)
-    return ax.CephXAuthorize.from_bytes(decode_decrypt(cl.tickets[svc].session_key, d)).nonce
+    return ax.CephXAuthorize.from_bytes(decode_decrypt(cl.tickets[svc].session_key, d, usage=CEPHX_KEY_USAGE_AUTHORIZE)).nonce
 
 
 def _hooks(ctx, request: bool = True):
