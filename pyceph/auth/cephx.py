@@ -52,6 +52,7 @@ from ..types import (
 from .crypto import (
     AES256KRB5_CONFOUNDER_LEN,
     AES256KRB5_KEY_LEN,
+    CEPH_CRYPTO_AES,
     CEPH_CRYPTO_AES256KRB5,
     CEPHX_KEY_USAGE_AUTH_CONNECTION_SECRET,
     CEPHX_KEY_USAGE_AUTHORIZE,
@@ -59,7 +60,6 @@ from .crypto import (
     CEPHX_KEY_USAGE_AUTHORIZE_REPLY,
     CEPHX_KEY_USAGE_TICKET_BLOB,
     CEPHX_KEY_USAGE_TICKET_SESSION_KEY,
-    CEPH_CRYPTO_AES,
     CryptoKey,
     decode_decrypt,
     decrypt_enc_bl,

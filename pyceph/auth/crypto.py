@@ -24,9 +24,9 @@ Formats:
   ``u32 len`` then the ciphertext of ``u8 struct_v=1, u64 magic 0xff009cad8826aa55,
   body``.  ``encode_encrypt_enc_bl`` is the same ciphertext without the length.
 
-Wrong keys are detected by the padding or the magic (AES) or the HMAC (AES256KRB5) and
-raise :class:`pyceph.errors.AuthError`; truncated envelopes and ciphertexts of an
-impossible length raise :class:`pyceph.errors.DecodeError`.  No error message, repr or
+Wrong keys (of either type) are detected by the ciphertext's length, the padding or the
+magic (AES) or the HMAC (AES256KRB5) and raise :class:`pyceph.errors.AuthError`;
+truncated envelopes raise :class:`pyceph.errors.DecodeError`.  No error message, repr or
 log line carries a secret.
 """
 
@@ -108,6 +108,8 @@ def aes_cts_encrypt(key: bytes, data: bytes) -> bytes:
     one cut to the length of the final partial block.  One block is plain CBC.
     """
     n = len(data)
+    if n < AES_BLOCK_LEN:
+        raise ValueError(f"CTS needs at least one block, got {n} bytes")
     pad = -n % AES_BLOCK_LEN
     enc = _aes_cbc(key, _ZERO_IV).encryptor()
     c = enc.update(bytes(data) + bytes(pad)) + enc.finalize()
@@ -120,6 +122,8 @@ def aes_cts_encrypt(key: bytes, data: bytes) -> bytes:
 def aes_cts_decrypt(key: bytes, data: bytes) -> bytes:
     """Inverse of :func:`aes_cts_encrypt`; ``len(data) >= 16``."""
     n = len(data)
+    if n < AES_BLOCK_LEN:
+        raise ValueError(f"CTS needs at least one block, got {n} bytes")
     if n <= AES_BLOCK_LEN:
         dec = _aes_cbc(key, _ZERO_IV).decryptor()
         return dec.update(bytes(data)) + dec.finalize()
@@ -257,9 +261,10 @@ class CryptoKey:
     def decrypt(self, ciphertext: bytes, usage: int = 0) -> bytes:
         """Raw ``CryptoKey::decrypt`` under cephx key ``usage``.
 
-        Raises DecodeError if the length is impossible for the key type (AES: not a
-        positive multiple of 16; AES256KRB5: under 40 bytes) and AuthError if the padding
-        (AES) or the HMAC (AES256KRB5) is wrong: the usual sign of a wrong key.
+        Raises AuthError if the ciphertext cannot be this key's: a length impossible for
+        the key type (AES: not a positive multiple of 16; AES256KRB5: under 40 bytes; what
+        a key of the other type produces), a bad padding (AES) or HMAC (AES256KRB5): the
+        usual sign of a wrong key.
         """
         self._usable()
         if self.type == CEPH_CRYPTO_NONE:
@@ -267,7 +272,7 @@ class CryptoKey:
         n = len(ciphertext)
         if self.type == CEPH_CRYPTO_AES:
             if n == 0 or n % AES_BLOCK_LEN:
-                raise DecodeError(f"AES ciphertext of {n} bytes is not a whole number of blocks")
+                raise AuthError(f"decryption failed: {n} bytes are not AES blocks (wrong key or key type?)")
             dec = self._aes().decryptor()
             out = dec.update(bytes(ciphertext)) + dec.finalize()
             pad = out[-1]
@@ -276,7 +281,7 @@ class CryptoKey:
                 raise AuthError("decryption failed: bad padding (wrong key?)")
             return out[:-pad]
         if n < AES256KRB5_CONFOUNDER_LEN + AES256KRB5_HMAC_LEN:
-            raise DecodeError(f"AES256KRB5 ciphertext of {n} bytes is shorter than confounder + HMAC")
+            raise AuthError(f"decryption failed: {n} bytes are too short for AES256KRB5 (wrong key or key type?)")
         ke, ki = self._krb5_keys(usage)
         c, tag = bytes(ciphertext[:-AES256KRB5_HMAC_LEN]), bytes(ciphertext[-AES256KRB5_HMAC_LEN:])
         want = hmac.new(ki, _ZERO_IV + c, hashlib.sha384).digest()[:AES256KRB5_HMAC_LEN]
@@ -306,7 +311,7 @@ def encode_encrypt(key: CryptoKey, body: bytes, *, usage: int, confounder: bytes
 def decrypt_enc_bl(key: CryptoKey, ciphertext: bytes, *, usage: int) -> bytes:
     """Inverse of :func:`encrypt_enc_bl`: returns the body after the magic header.
 
-    Raises AuthError on bad padding, HMAC or magic (wrong key), DecodeError on bad lengths.
+    Raises AuthError when ``key`` cannot have made it (wrong key or key type).
     """
     pt = key.decrypt(ciphertext, usage)
     if len(pt) < _ENC_HEADER.size:
