@@ -26,7 +26,6 @@ from pyceph.auth.crypto import (
     CryptoKey,
     aes_cts_decrypt,
     aes_cts_encrypt,
-    calc_signature,
     decrypt_enc_bl,
     encode_encrypt,
     encrypt_enc_bl,
@@ -255,33 +254,3 @@ def test_msgr2_auth_signature_key_is_the_raw_session_key():
     sk, secret = (bytes.fromhex(x) for x in TENTACLE["events"][2]["out"])
     assert len(sk) == 32 and sk == r.client.session_key(ENTITY_TYPE_AUTH).secret
     assert secret == b""  # crc mode: no connection secret
-
-
-# -- msgr1 signatures ----------------------------------------------------------------------------
-
-_SIG = dict(header_crc=0x11111111, front_crc=0x22222222, middle_crc=0, data_crc=0x33333333,
-            front_len=100, middle_len=0, data_len=4096, seq=0x1_0000_0007)
-
-
-def test_calc_signature_shapes():
-    aes = CryptoKey.from_base64(MIXED["key"])
-    k2 = CryptoKey.from_base64(TENTACLE["key"])
-    # AES, CEPHX_V2: fold of the first 32 bytes of the ciphertext of the 8 le32 words
-    blk = b"".join(v.to_bytes(4, "little") for v in (0x11111111, 0x22222222, 100, 0, 0, 0x33333333, 4096, 7))
-    ct = aes.encrypt(blk)
-    want = 0
-    for i in range(0, 32, 8):
-        want ^= int.from_bytes(ct[i:i + 8], "little")
-    assert calc_signature(aes, **_SIG) == want
-    # AES256KRB5: deterministic (HMAC-SHA256 of the same words), unlike its encryption
-    h = k2.hmac_sha256(blk)
-    assert calc_signature(k2, **_SIG) == calc_signature(k2, **_SIG) == (
-        int.from_bytes(h[0:8], "little") ^ int.from_bytes(h[8:16], "little")
-        ^ int.from_bytes(h[16:24], "little") ^ int.from_bytes(h[24:32], "little"))
-    assert calc_signature(k2, **{**_SIG, "data_crc": 0}) != calc_signature(k2, **_SIG)
-    # pre-mimic peers: first u64 of the encrypted legacy sigblock; AES only
-    assert calc_signature(aes, **_SIG, cephx_v2=False) == int.from_bytes(aes.encrypt(
-        bytes([1]) + (0xFF009CAD8826AA55).to_bytes(8, "little") + (16).to_bytes(4, "little")
-        + blk[0:8] + (0).to_bytes(4, "little") + blk[20:24])[:8], "little")
-    with pytest.raises(AuthError):
-        calc_signature(k2, **_SIG, cephx_v2=False)
