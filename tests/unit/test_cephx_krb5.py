@@ -17,7 +17,12 @@ import os
 
 import pytest
 
-from pyceph.auth.cephx import CEPHX_GET_AUTH_SESSION_KEY, CephxClient, calc_client_server_challenge
+from pyceph.auth.cephx import (
+    CEPHX_GET_AUTH_SESSION_KEY,
+    CEPHX_GET_PRINCIPAL_SESSION_KEY,
+    CephxClient,
+    calc_client_server_challenge,
+)
 from pyceph.auth.crypto import (
     CEPH_CRYPTO_AES,
     CEPH_CRYPTO_AES256KRB5,
@@ -187,7 +192,7 @@ def test_tentacle_session_replays(vec):
         assert cl.tickets[svc].session_key.type == want_type
     calls = [(e["who"], e["call"]) for e in vec["events"]]
     assert (ENTITY_TYPE_OSD, "handle_auth_reply_more") in calls  # the OSD challenged us
-    assert ("mon", "handle_service_ticket_reply") in calls  # and a renewal went through MAuth
+    assert _renewals(vec, CEPHX_GET_AUTH_SESSION_KEY)  # and the AUTH ticket was renewed over MAuth
 
 
 @pytest.mark.parametrize("vec", [TENTACLE, MIXED], ids=["aes256k", "mixed"])
@@ -201,21 +206,42 @@ def test_key_proof_matches_what_tentacle_accepted(vec):
     assert calc_client_server_challenge(key, sc, auth.client_challenge + 1) != auth.key
 
 
-def test_renewal_is_an_auth_ticket_renewal_with_an_encrypted_blob():
-    """The MAuth renewal re-authenticates (GET_AUTH_SESSION_KEY, the old ticket presented);
-    the mon's reply seals the new AUTH ticket blob with the old session key (usage
-    TICKET_BLOB), which the replay must have opened."""
-    for vec in (TENTACLE, MIXED):
-        r = Replay(vec)
-        i = next(i for i, e in enumerate(vec["events"]) if e["call"] == "build_service_ticket_request")
-        r.run(i)
-        old = r.client.tickets[ENTITY_TYPE_AUTH].ticket
-        out = r.step(vec["events"][i])
-        assert int.from_bytes(out[:2], "little") == CEPHX_GET_AUTH_SESSION_KEY
-        assert CephXAuthenticate.decode(Decoder(out, 2)).old_ticket == old
-        r.step(vec["events"][i + 1])
-        assert r.client.tickets[ENTITY_TYPE_AUTH].ticket != old
-        assert r.client.is_authenticated()
+def _renewals(vec: dict, op: int) -> list[int]:
+    return [i for i, e in enumerate(vec["events"])
+            if e["call"] == "build_service_ticket_request"
+            and int.from_bytes(bytes.fromhex(e["out"][:4]), "little") == op]
+
+
+@pytest.mark.parametrize("vec", [TENTACLE, MIXED], ids=["aes256k", "mixed"])
+def test_auth_ticket_renewal_opens_the_encrypted_blob(vec):
+    """An AUTH renewal over MAuth re-authenticates (GET_AUTH_SESSION_KEY, the old ticket
+    presented); the mon's reply seals the new AUTH ticket blob with the old session key
+    (usage TICKET_BLOB), which the replay must open."""
+    i = _renewals(vec, CEPHX_GET_AUTH_SESSION_KEY)[0]
+    r = Replay(vec)
+    r.run(i)
+    old = r.client.tickets[ENTITY_TYPE_AUTH].ticket
+    out = r.step(vec["events"][i])
+    assert CephXAuthenticate.decode(Decoder(out, 2)).old_ticket == old
+    r.step(vec["events"][i + 1])
+    assert r.client.tickets[ENTITY_TYPE_AUTH].ticket != old
+    assert r.client.is_authenticated()
+
+
+def test_service_ticket_renewal_with_an_aes256k_authorizer():
+    """A service-ticket renewal (GET_PRINCIPAL_SESSION_KEY) carries an authorizer sealed
+    with the AES256KRB5 AUTH session key (usage AUTHORIZE) that Tentacle accepted; its
+    reply's tickets are sealed with the AUTH session key (usage TICKET_SESSION_KEY)."""
+    i = _renewals(TENTACLE, CEPHX_GET_PRINCIPAL_SESSION_KEY)[0]
+    r = Replay(TENTACLE)
+    r.run(i)
+    before = {s: th.session_key for s, th in r.client.tickets.items()}
+    r.step(TENTACLE["events"][i])
+    r.step(TENTACLE["events"][i + 1])
+    after = {s: th.session_key for s, th in r.client.tickets.items()}
+    assert after[ENTITY_TYPE_AUTH] == before[ENTITY_TYPE_AUTH]
+    for svc in (ENTITY_TYPE_MON, ENTITY_TYPE_OSD, ENTITY_TYPE_MGR):
+        assert after[svc] != before[svc] and after[svc].type == CEPH_CRYPTO_AES256KRB5
 
 
 @pytest.mark.parametrize("vec", [TENTACLE, MIXED], ids=["aes256k", "mixed"])

@@ -691,9 +691,9 @@ for _vec in _TENTACLE:
     _ev = _TENTACLE[_vec]["events"]
     for _what, _call in (("mon.auth_done", "handle_auth_done"), ("authorizer.challenge", "handle_auth_reply_more"),
                          ("authorizer.done", "handle_auth_done"), ("mon.service_ticket_reply", "handle_service_ticket_reply")):
-        _i = [i for i, e in enumerate(_ev) if e["call"] == _call and (e["who"] == "mon") == _what.startswith("mon")][0]
-        _seed = [bytes.fromhex(a) for a in _ev[_i]["args"] if isinstance(a, str)][-1]
-        target(f"cephx.{_vec}.{_what}", _tentacle_step, [(_seed, (_vec, _i))], allowed=CRYPTO, ctx_seeds=True)
+        _seeds = [([bytes.fromhex(a) for a in e["args"] if isinstance(a, str)][-1], (_vec, i))
+                  for i, e in enumerate(_ev) if e["call"] == _call and (e["who"] == "mon") == _what.startswith("mon")]
+        target(f"cephx.{_vec}.{_what}", _tentacle_step, _seeds, allowed=CRYPTO, ctx_seeds=True)
 
 # -- the whole client state machine on captured server streams --------------------------------
 
