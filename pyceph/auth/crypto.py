@@ -113,7 +113,7 @@ def aes_cts_encrypt(key: bytes, data: bytes) -> bytes:
     pad = -n % AES_BLOCK_LEN
     enc = _aes_cbc(key, _ZERO_IV).encryptor()
     c = enc.update(bytes(data) + bytes(pad)) + enc.finalize()
-    if n <= AES_BLOCK_LEN:
+    if n == AES_BLOCK_LEN:
         return c
     last = AES_BLOCK_LEN - pad  # bytes in the final block, 1..16
     return c[:-32] + c[-16:] + c[-32:-16][:last]
@@ -124,7 +124,7 @@ def aes_cts_decrypt(key: bytes, data: bytes) -> bytes:
     n = len(data)
     if n < AES_BLOCK_LEN:
         raise ValueError(f"CTS needs at least one block, got {n} bytes")
-    if n <= AES_BLOCK_LEN:
+    if n == AES_BLOCK_LEN:
         dec = _aes_cbc(key, _ZERO_IV).decryptor()
         return dec.update(bytes(data)) + dec.finalize()
     last = n % AES_BLOCK_LEN or AES_BLOCK_LEN
