@@ -17,6 +17,10 @@ msgr2 mon connection (the messenger calls the hooks; ``con`` is opaque and unuse
    service tickets (AUTH session key); ``handle_auth_done`` returns
    ``(session_key, connection_secret)`` as raw bytes.
 
+Keys: the client's key, and each session key a ticket carries, may be AES or AES256KRB5
+(Tentacle's default); each is used with its own type and the key usage Ceph assigns to
+the step (``CEPHX_KEY_USAGE_*`` in :mod:`pyceph.auth.crypto`).
+
 Service tickets later travel in MAuth (type 17) / MAuthReply (type 18):
 ``build_service_ticket_request()`` returns the bytes of MAuth's ``auth_payload``
 bufferlist (protocol 2); ``handle_service_ticket_reply()`` takes MAuthReply's
@@ -45,7 +49,23 @@ from ..types import (
     ENTITY_TYPE_OSD,
     EntityName,
 )
-from .crypto import CryptoKey, decode_decrypt, decrypt_enc_bl, encode_encrypt
+from .crypto import (
+    AES256KRB5_CONFOUNDER_LEN,
+    AES256KRB5_KEY_LEN,
+    CEPH_CRYPTO_AES,
+    CEPH_CRYPTO_AES256KRB5,
+    CEPHX_KEY_USAGE_AUTH_CONNECTION_SECRET,
+    CEPHX_KEY_USAGE_AUTHORIZE,
+    CEPHX_KEY_USAGE_AUTHORIZE_CHALLENGE,
+    CEPHX_KEY_USAGE_AUTHORIZE_REPLY,
+    CEPHX_KEY_USAGE_TICKET_BLOB,
+    CEPHX_KEY_USAGE_TICKET_SESSION_KEY,
+    CryptoKey,
+    decode_decrypt,
+    decrypt_enc_bl,
+    encode_encrypt,
+    fold_u64,
+)
 from .structs import (
     CephXAuthenticate,
     CephXAuthorize,
@@ -99,6 +119,11 @@ def _svc(service: int) -> str:
     return ENTITY_TYPE_NAMES.get(service, f"service 0x{service:x}")
 
 
+def _confounder(key: CryptoKey, random_bytes: Callable[[int], bytes]) -> bytes | None:
+    """The 16 random bytes an AES256KRB5 encryption starts with (None for AES: none drawn)."""
+    return random_bytes(AES256KRB5_CONFOUNDER_LEN) if key.type == CEPH_CRYPTO_AES256KRB5 else None
+
+
 @dataclass
 class TicketHandler:
     """One service's ticket (``CephXTicketHandler``; kernel ``ceph_x_ticket_handler``).
@@ -141,7 +166,9 @@ class CephxAuthorizer:
 
     ``bl`` is the AUTH_REQUEST payload: ``u8 1, u64 global_id, u32 service_id,
     CephXTicketBlob`` (``base``) followed by ``encode_encrypt(CephXAuthorize)`` under
-    the service ticket's session key.
+    the service ticket's session key (key usage CEPHX_KEY_USAGE_AUTHORIZE; the
+    service's challenge and reply use ..._AUTHORIZE_CHALLENGE and ..._AUTHORIZE_REPLY).
+    ``random_bytes(n)`` draws AES256KRB5 confounders.
     """
 
     service_id: int
@@ -151,16 +178,18 @@ class CephxAuthorizer:
     nonce: int
     base: bytes = b""
     bl: bytes = b""
+    random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
 
     @classmethod
     def build(
-        cls, service_id: int, global_id: int, th: TicketHandler, nonce: int
+        cls, service_id: int, global_id: int, th: TicketHandler, nonce: int,
+        random_bytes: Callable[[int], bytes] = os.urandom,
     ) -> "CephxAuthorizer":
         if th.session_key is None:
             raise AuthError(f"cephx: no {_svc(service_id)} ticket to build an authorizer")
         e = Encoder().u8(1).u64(global_id).u32(service_id)
         th.ticket.encode(e)
-        au = cls(service_id, global_id, th.session_key, th.ticket, nonce, e.bytes())
+        au = cls(service_id, global_id, th.session_key, th.ticket, nonce, e.bytes(), random_bytes=random_bytes)
         au._seal(None)
         return au
 
@@ -168,7 +197,10 @@ class CephxAuthorizer:
         msg = CephXAuthorize(self.nonce, server_challenge is not None, 0)
         if server_challenge is not None:
             msg.server_challenge_plus_one = (server_challenge + 1) & 0xFFFFFFFFFFFFFFFF
-        self.bl = self.base + encode_encrypt(self.session_key, msg.to_bytes())
+        self.bl = self.base + encode_encrypt(
+            self.session_key, msg.to_bytes(), usage=CEPHX_KEY_USAGE_AUTHORIZE,
+            confounder=_confounder(self.session_key, self.random_bytes),
+        )
 
     def add_challenge(self, payload: bytes) -> bytes:
         """AUTH_REPLY_MORE from the service: ``encrypt_enc_bl(CephXAuthorizeChallenge)``
@@ -177,7 +209,7 @@ class CephxAuthorizer:
         Raises AuthError if it does not decrypt with the ticket's session key.
         """
         try:
-            body = decrypt_enc_bl(self.session_key, payload)
+            body = decrypt_enc_bl(self.session_key, payload, usage=CEPHX_KEY_USAGE_AUTHORIZE_CHALLENGE)
         except AuthError as ex:
             raise AuthError(
                 f"cephx: cannot decrypt the {_svc(self.service_id)}'s authorizer challenge: {ex}"
@@ -194,7 +226,7 @@ class CephxAuthorizer:
         """
         d = Decoder(payload)
         try:
-            body = decode_decrypt(self.session_key, d)
+            body = decode_decrypt(self.session_key, d, usage=CEPHX_KEY_USAGE_AUTHORIZE_REPLY)
         except AuthError as ex:
             raise AuthError(
                 f"cephx: cannot decrypt the {_svc(self.service_id)}'s authorizer reply: {ex}"
@@ -210,14 +242,17 @@ class CephxAuthorizer:
 def calc_client_server_challenge(secret: CryptoKey, server_challenge: int, client_challenge: int) -> int:
     """``cephx_calc_client_server_challenge``: the u64 key proof in CephXAuthenticate.
 
-    XOR of the little-endian u64 words of ``encode_encrypt(CephXChallengeBlob)`` (the
-    ``u32`` length prefix included, a trailing partial word ignored).
+    AES: XOR of the little-endian u64 words of ``encode_encrypt(CephXChallengeBlob)`` (the
+    ``u32`` length prefix included, a trailing partial word ignored).  Other types
+    (AES256KRB5, whose random confounder would make the two sides' ciphertexts differ):
+    XOR of the u64 words of ``HMAC-SHA256(secret, CephXChallengeBlob)`` (kernel
+    ``ceph_x_build_request``; libceph "adapt ceph_x_challenge_blob hashing").
+    Raises AuthError for an unusable key.
     """
-    enc = encode_encrypt(secret, CephXChallengeBlob(server_challenge, client_challenge).to_bytes())
-    k = 0
-    for pos in range(0, len(enc) - 7, 8):
-        k ^= int.from_bytes(enc[pos : pos + 8], "little")
-    return k
+    blob = CephXChallengeBlob(server_challenge, client_challenge).to_bytes()
+    if secret.type == CEPH_CRYPTO_AES:
+        return fold_u64(encode_encrypt(secret, blob, usage=0))
+    return fold_u64(secret.check().hmac_sha256(blob))
 
 
 def _raise_result(who: str, result: int, msg: str = "") -> None:
@@ -295,8 +330,11 @@ class CephxClient:
     """cephx state of one client: global_id, the AUTH ticket and per-service tickets.
 
     ``CephxClient(EntityName.parse("client.admin"), key, ENTITY_TYPE_MON | ENTITY_TYPE_OSD
-    | ENTITY_TYPE_MGR)``; ``secret`` is a :class:`CryptoKey`, its encoded bytes, a bare
-    16-byte AES secret, or the keyring's base64 string.
+    | ENTITY_TYPE_MGR)``; ``secret`` is a :class:`CryptoKey` (AES or AES256KRB5), its
+    encoded bytes, a bare secret (16 bytes: AES, 32 bytes: AES256KRB5), or the keyring's
+    base64 string.  A key of an unsupported type raises AuthError (ConfigError for a
+    base64 string).  Every session key and ticket the mon hands out is used with its own
+    type, so an AES client key works with AES256KRB5 service keys and vice versa.
     ``con_modes`` are the msgr2 modes (CEPH_CON_MODE_*) offered to monitors in preference
     order (CRC only by default), ``service_con_modes`` those offered to OSDs/MGRs
     (default: ``con_modes``); see :func:`con_modes_from_names`.
@@ -320,8 +358,14 @@ class CephxClient:
             secret = CryptoKey.from_base64(secret)
         elif isinstance(secret, (bytes, bytearray, memoryview)):
             secret = bytes(secret)
-            # 16 bytes: a bare AES secret; otherwise an encoded CryptoKey
-            secret = CryptoKey(secret=secret) if len(secret) == 16 else CryptoKey.from_bytes(secret)
+            # 16/32 bytes: a bare AES/AES256KRB5 secret; otherwise an encoded CryptoKey
+            if len(secret) == 16:
+                secret = CryptoKey(secret=secret)
+            elif len(secret) == AES256KRB5_KEY_LEN:
+                secret = CryptoKey(CEPH_CRYPTO_AES256KRB5, secret=secret)
+            else:
+                secret = CryptoKey.from_bytes(secret)
+        secret.check()
         self.entity_name = entity_name
         self.secret: CryptoKey = secret
         self.want_keys = (want_services | ENTITY_TYPE_AUTH) & 0xFFFFFFFF
@@ -401,7 +445,7 @@ class CephxClient:
             raise AuthError(
                 f"cephx: {self.entity_name} has no valid {_svc(service)} ticket"
             )
-        return CephxAuthorizer.build(service, self.global_id, th, self._rand64())
+        return CephxAuthorizer.build(service, self.global_id, th, self._rand64(), self._random_bytes)
 
     def authorizer_hooks(self, service_type: int) -> CephxServiceHooks:
         """msgr2 auth hooks for a connection to an OSD/MGR/MDS (``service_type``)."""
@@ -414,7 +458,9 @@ class CephxClient:
     def _process_ticket_reply(self, key: CryptoKey, d: Decoder, key_name: str, now: float) -> None:
         """``CephXTicketManager::verify_service_ticket_reply``: ``u8 v, u32 n`` then ``n``
         tickets ``u32 service, u8 v, encode_encrypt(CephXServiceTicket), u8 is_enc,
-        (encode_encrypt|bufferlist)(CephXTicketBlob)``."""
+        (encode_encrypt|bufferlist)(CephXTicketBlob)``.  Key usages:
+        CEPHX_KEY_USAGE_TICKET_SESSION_KEY under ``key``, CEPHX_KEY_USAGE_TICKET_BLOB under
+        the previous session key for a renewed (encrypted) blob."""
         d.u8()  # reply struct_v
         n = d.u32()
         if n > _MAX_TICKETS or n * 6 > d.remaining:
@@ -424,17 +470,21 @@ class CephxClient:
             service = d.u32()
             d.u8()  # service_ticket_v
             try:
-                body = decode_decrypt(key, d)
+                body = decode_decrypt(key, d, usage=CEPHX_KEY_USAGE_TICKET_SESSION_KEY)
             except AuthError as ex:
                 raise self._decrypt_err(f"the {_svc(service)} ticket with {key_name}", ex) from None
             st = CephXServiceTicket.decode(Decoder(body))
+            why = st.session_key.problem()
+            if why:
+                raise AuthError(f"cephx: the {_svc(service)} ticket for {self.entity_name} carries "
+                                f"an unusable session key: {why}")
             th = self.get_handler(service)
             if d.u8():
                 # Renewal with an old ticket: the new blob is sealed with the old session key.
                 if th.session_key is None:
                     raise AuthError(f"cephx: encrypted {_svc(service)} ticket but no previous session key")
                 try:
-                    tbl = decode_decrypt(th.session_key, d)
+                    tbl = decode_decrypt(th.session_key, d, usage=CEPHX_KEY_USAGE_TICKET_BLOB)
                 except AuthError as ex:
                     raise self._decrypt_err(f"the renewed {_svc(service)} ticket", ex) from None
                 tb = _ticket_blob_from_bl(Decoder(tbl))
@@ -469,7 +519,7 @@ class CephxClient:
         con_secret = b""
         if cbl:
             try:
-                body = decode_decrypt(auth_key, Decoder(cbl))
+                body = decode_decrypt(auth_key, Decoder(cbl), usage=CEPHX_KEY_USAGE_AUTH_CONNECTION_SECRET)
             except AuthError as ex:
                 raise self._decrypt_err("the connection secret", ex) from None
             con_secret = Decoder(body).blob()
@@ -532,9 +582,10 @@ class CephxClient:
 
     def handle_auth_done(self, con, global_id: int, con_mode: int, payload: bytes) -> tuple[bytes, bytes]:
         """AUTH_DONE: decrypt our tickets.  Returns ``(session_key, connection_secret)``
-        (the AUTH ticket's session key; the connection secret from the cephx v2 reply's
-        encrypted ``cbl``, 64 bytes when the mon chose secure mode, else b"" or unused;
-        CephxClientHandler::handle_response, kernel ``handle_auth_session_key``).
+        (the AUTH ticket's raw session-key secret, 16 bytes for AES and 32 for
+        AES256KRB5, the HMAC-SHA256 key of msgr2's AUTH_SIGNATURE; the connection secret
+        from the cephx v2 reply's encrypted ``cbl``, 64 bytes when the mon chose secure
+        mode, else b""; CephxClientHandler::handle_response, kernel ``handle_auth_session_key``).
 
         Raises AuthError if our key does not decrypt the reply (naming the entity) or the
         mon refused us; DecodeError/ProtocolError if it is malformed.
@@ -579,7 +630,7 @@ class CephxClient:
         th = self.tickets.get(ENTITY_TYPE_AUTH)
         if th is None or th.session_key is None:
             raise AuthError(f"cephx: {self.entity_name} holds no AUTH ticket")
-        au = CephxAuthorizer.build(ENTITY_TYPE_AUTH, self.global_id, th, self._rand64())
+        au = CephxAuthorizer.build(ENTITY_TYPE_AUTH, self.global_id, th, self._rand64(), self._random_bytes)
         e = CephXRequestHeader(CEPHX_GET_PRINCIPAL_SESSION_KEY).encode(Encoder())
         e.raw(au.bl)
         return CephXServiceTicketRequest(need).encode(e).bytes()

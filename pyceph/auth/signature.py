@@ -13,9 +13,9 @@ ciphertext are the signature.
   le32 front_crc, le32 middle_crc, le32 data_crc``; the signature is the first
   little-endian u64 of the ciphertext.
 
-Only AES session keys are handled: an AES256KRB5 key encrypts with a random confounder,
-so its signatures must be computed another way (current kernels keep an HMAC-SHA256 key
-beside the krb5 one); such a key raises AuthError here rather than signing wrongly.
+An AES256KRB5 session key encrypts with a random confounder, so with such a key the
+block is HMAC-SHA256'd under the raw secret instead (Ceph 20's CephxSessionHandler, the
+kernel's ``calc_signature`` with ``ceph_hmac_sign``); it exists only for CEPHX_V2 peers.
 
 msgr2 does not sign messages (its frames carry CRCs or are encrypted).
 """
@@ -48,17 +48,17 @@ def calc_signature(
 ) -> int:
     """The u64 signature of one message (CRCs and lengths as they are on the wire).
 
-    ``cephx_v2``: the peer has CEPH_FEATURE_CEPHX_V2.  Raises AuthError for a key type
-    other than AES.  The single place where a session key signs.
+    ``cephx_v2``: the peer has CEPH_FEATURE_CEPHX_V2.  Raises AuthError for an
+    AES256KRB5 key with a pre-CEPHX_V2 peer.  The single place where a session key signs.
     """
-    if key.type != CEPH_CRYPTO_AES:
+    if key.type != CEPH_CRYPTO_AES and not cephx_v2:
         raise AuthError(f"msgr1 message signatures with cephx key type {key.type} are not implemented")
     if cephx_v2:
         block = _SIG_V2.pack(
             header_crc, front_crc, front_len, middle_crc, middle_len, data_crc, data_len,
             seq & 0xFFFFFFFF,
         )
-        enc = key.encrypt(block)
+        enc = key.encrypt(block) if key.type == CEPH_CRYPTO_AES else key.hmac_sha256(block)
         a, b, c, d = _U64X4.unpack_from(enc)
         return a ^ b ^ c ^ d
     block = _SIG_V1.pack(1, CEPHX_ENC_MAGIC, 16, header_crc, front_crc, middle_crc, data_crc)

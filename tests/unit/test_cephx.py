@@ -30,6 +30,8 @@ from pyceph.auth.cephx import (
     calc_client_server_challenge,
 )
 from pyceph.auth.crypto import (
+    CEPHX_KEY_USAGE_AUTHORIZE,
+    CEPHX_KEY_USAGE_TICKET_SESSION_KEY,
     CryptoKey,
     decode_decrypt,
     decrypt_enc_bl,
@@ -138,23 +140,23 @@ def test_keyring_key_roundtrip():
 def test_aes_envelope_roundtrip_and_bounds():
     for n in (0, 1, 6, 7, 15, 16, 100):
         body = bytes(range(n))
-        ct = encrypt_enc_bl(KEY, body)
+        ct = encrypt_enc_bl(KEY, body, usage=0)
         assert len(ct) % 16 == 0 and len(ct) > 9 + n - 16
-        assert decrypt_enc_bl(KEY, ct) == body
-        assert decode_decrypt(KEY, Decoder(encode_encrypt(KEY, body))) == body
+        assert decrypt_enc_bl(KEY, ct, usage=0) == body
+        assert decode_decrypt(KEY, Decoder(encode_encrypt(KEY, body, usage=0)), usage=0) == body
+    with pytest.raises(AuthError):  # no AES ciphertext has that length
+        decrypt_enc_bl(KEY, b"\0" * 15, usage=0)
+    with pytest.raises(AuthError):
+        decrypt_enc_bl(KEY, b"", usage=0)
     with pytest.raises(DecodeError):
-        decrypt_enc_bl(KEY, b"\0" * 15)
-    with pytest.raises(DecodeError):
-        decrypt_enc_bl(KEY, b"")
-    with pytest.raises(DecodeError):
-        decode_decrypt(KEY, Decoder(b"\x20\0\0\0" + b"\0" * 16))
+        decode_decrypt(KEY, Decoder(b"\x20\0\0\0" + b"\0" * 16), usage=0)
 
 
 def test_wrong_key_is_auth_error():
     other = CryptoKey(1, (0, 0), bytes(16))
-    ct = encrypt_enc_bl(KEY, b"hello")
+    ct = encrypt_enc_bl(KEY, b"hello", usage=0)
     with pytest.raises(AuthError):
-        decrypt_enc_bl(other, ct)
+        decrypt_enc_bl(other, ct, usage=0)
 
 
 def test_hmac_sha256_matches_captured_auth_signatures():
@@ -280,7 +282,7 @@ def test_authorizer_replays_capture(mon, svc_stream, svc):
     d = Decoder(req.payload)
     assert (d.u8(), d.u64(), d.u32()) == (1, cl.global_id, svc)
     assert CephXTicketBlob.decode(d) == cl.tickets[svc].ticket
-    authorize = CephXAuthorize.from_bytes(decode_decrypt(cl.tickets[svc].session_key, d))
+    authorize = CephXAuthorize.from_bytes(decode_decrypt(cl.tickets[svc].session_key, d, usage=CEPHX_KEY_USAGE_AUTHORIZE))
     assert d.eof() and not authorize.have_challenge
 
     hooks = cl.authorizer_hooks(svc)
@@ -347,7 +349,7 @@ def test_service_ticket_reply():
     assert CephXRequestHeader.decode(d).request_type == CEPHX_GET_PRINCIPAL_SESSION_KEY
     assert (d.u8(), d.u64(), d.u32()) == (1, ms.done.global_id, ENTITY_TYPE_AUTH)
     assert CephXTicketBlob.decode(d) == cl.tickets[ENTITY_TYPE_AUTH].ticket
-    az = CephXAuthorize.from_bytes(decode_decrypt(cl.session_key(), d))
+    az = CephXAuthorize.from_bytes(decode_decrypt(cl.session_key(), d, usage=CEPHX_KEY_USAGE_AUTHORIZE))
     assert az.nonce == 99
     assert CephXServiceTicketRequest.decode(d).keys == ALL
     assert d.eof()
@@ -380,7 +382,7 @@ def test_ticket_renewal_and_expiry():
     for _ in range(d.u32()):
         svc = d.u32()
         d.u8()
-        validity[svc] = CephXServiceTicket.from_bytes(decode_decrypt(auth.session_key, d)).validity[0]
+        validity[svc] = CephXServiceTicket.from_bytes(decode_decrypt(auth.session_key, d, usage=CEPHX_KEY_USAGE_TICKET_SESSION_KEY)).validity[0]
         d.u8()
         d.blob()
     assert d.eof()

@@ -7,14 +7,15 @@ captured msgr1 session in ``tests/data/msgr1-capture``), every mon and OSD messa
 ``from_message``, MonMap, OSDMap (and placement on what it decoded), OSDMap::Incremental
 (and applying it), CRUSH maps (and mapping with them), pg_pool_t and the small OSDMap
 types, the cephx structures and the cephx client's reply handlers (mon handshake, service
-tickets, OSD authorizers), OSD op outdata decoders, cls_rbd/cls_lock reply decoders and
-the shared types (entity_addr_t, entity_addrvec_t, pg_t, ...); msgr2.1 secure mode (the
-secure frame reader on a librados session captured in secure mode, mutated plaintext
-frames resealed with the right keys so lengths reach the checks, and the client state
-machine on the sealed server streams).
+tickets, OSD authorizers) with AES keys and, from real Tentacle sessions, with AES256KRB5
+keys and the mixed AES/AES256KRB5 case, AES256KRB5 envelopes and keyring keys, OSD op
+outdata decoders, cls_rbd/cls_lock reply decoders and the shared types (entity_addr_t,
+entity_addrvec_t, pg_t, ...); msgr2.1 secure mode (the secure frame reader on a librados
+session captured in secure mode, mutated plaintext frames resealed with the right keys so
+lengths reach the checks, and the client state machine on the sealed server streams).
 
 Inputs are seeded from REAL encodings (Ceph's object corpus, the captured librados
-session, the golden CRUSH/OSDMap vectors, plus a few built with our encoders for types
+session, the recorded Tentacle cephx sessions in tests/unit/vectors, the golden CRUSH/OSDMap vectors, plus a few built with our encoders for types
 those lack).  Deterministic sweeps truncate every seed at every length and overwrite the
 u32 at every offset with a huge value (0xffffffff, 2**31, ...: what a length or count
 field must survive); big seeds get a fixed sample of offsets unless PYCEPH_FUZZ_SWEEP=1.
@@ -61,10 +62,20 @@ from pyceph.auth.cephx import (
     CEPHX_GET_PRINCIPAL_SESSION_KEY,
     CephxClient,
 )
-from pyceph.auth.crypto import CryptoKey, decode_decrypt
+from pyceph.auth.crypto import (
+    CEPHX_KEY_USAGE_AUTH_CONNECTION_SECRET,
+    CEPHX_KEY_USAGE_AUTHORIZE,
+    CEPHX_KEY_USAGE_AUTHORIZE_REPLY,
+    CEPHX_KEY_USAGE_TICKET_SESSION_KEY,
+    CryptoKey,
+    decode_decrypt,
+    decrypt_enc_bl,
+    encrypt_enc_bl,
+)
 from pyceph.encoding import Decoder, Encoder
 from pyceph.errors import (
     AuthError,
+    ConfigError,
     DecodeError,
     FeatureNotSupported,
     FunctionNotSupported,
@@ -101,6 +112,7 @@ from pyceph.types import (
 from tests import msgr1_capture as cap1
 from tests.shared_data import CORPUS, VECTORS
 from tests.unit import test_msgr_secure as sec
+from tests.unit.vectors import cephx_replay as cephx_vectors
 
 # -- limits ------------------------------------------------------------------------------
 
@@ -623,7 +635,7 @@ def _svc_nonce(mon: str, svc_stream: str, svc: int) -> int:
     d = Decoder(fr.AuthRequest.decode(c[1].payload).payload)
     d.u8(), d.u64(), d.u32()
     ax.CephXTicketBlob.decode(d)
-    return ax.CephXAuthorize.from_bytes(decode_decrypt(cl.tickets[svc].session_key, d)).nonce
+    return ax.CephXAuthorize.from_bytes(decode_decrypt(cl.tickets[svc].session_key, d, usage=CEPHX_KEY_USAGE_AUTHORIZE)).nonce
 
 
 def _hooks(ctx, request: bool = True):
@@ -650,6 +662,47 @@ target("cephx.authorizer.challenge", _authorizer_more,
 target("cephx.authorizer.done", _authorizer_done,
        [(fr.AuthDone.decode(_auth_frames(s)[1][2].payload).payload, (m, s, v)) for m, s, v in _SVC],
        allowed=CRYPTO, ctx_seeds=True)
+
+# -- cephx with AES256KRB5 keys: real Tentacle sessions (tests/unit/vectors) ----------------------
+
+_TENTACLE = {"aes256k": cephx_vectors.load("tentacle-aes256k.json"), "mixed": cephx_vectors.load("tentacle-mixed.json")}
+_KEY2 = CryptoKey.from_base64(_TENTACLE["aes256k"]["key"])
+
+
+def _krb5_decrypt(data, usage):
+    decrypt_enc_bl(_KEY2, data, usage=usage)
+
+
+# raw envelopes under each usage the client decrypts with (seeded from the key's own output)
+target("crypto.aes256krb5.decrypt_enc_bl", _krb5_decrypt,
+       [(encrypt_enc_bl(_KEY2, body, usage=u, confounder=bytes(range(16))), u)
+        for u, body in ((CEPHX_KEY_USAGE_TICKET_SESSION_KEY, bytes(40)), (CEPHX_KEY_USAGE_AUTHORIZE_REPLY, bytes(9)),
+                        (CEPHX_KEY_USAGE_AUTH_CONNECTION_SECRET, b""))],
+       allowed=CRYPTO, ctx_seeds=True)
+target("crypto.CryptoKey.from_base64", lambda b, ctx: CryptoKey.from_base64(b.decode("latin-1")),
+       [v["key"].encode() for v in _TENTACLE.values()], allowed=(ConfigError,))
+
+
+def _tentacle_step(data, ctx):
+    """Replay a real Tentacle session up to event ``i`` and feed ``data`` as that event's
+    server bytes (AUTH_DONE, the OSD's challenge or reply, MAuthReply)."""
+    vec, i = ctx
+    r = cephx_vectors.Replay(_TENTACLE[vec])
+    r.run(i)
+    ev = r.events[i]
+    args = [bytes.fromhex(a) if isinstance(a, str) else a for a in ev["args"]]
+    pos = max(j for j, a in enumerate(args) if isinstance(a, bytes))  # the server's bytes
+    args[pos] = data
+    r.step(ev, args)
+
+
+for _vec in _TENTACLE:
+    _ev = _TENTACLE[_vec]["events"]
+    for _what, _call in (("mon.auth_done", "handle_auth_done"), ("authorizer.challenge", "handle_auth_reply_more"),
+                         ("authorizer.done", "handle_auth_done"), ("mon.service_ticket_reply", "handle_service_ticket_reply")):
+        _seeds = [([bytes.fromhex(a) for a in e["args"] if isinstance(a, str)][-1], (_vec, i))
+                  for i, e in enumerate(_ev) if e["call"] == _call and (e["who"] == "mon") == _what.startswith("mon")]
+        target(f"cephx.{_vec}.{_what}", _tentacle_step, _seeds, allowed=CRYPTO, ctx_seeds=True)
 
 # -- the whole client state machine on captured server streams --------------------------------
 
