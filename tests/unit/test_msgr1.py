@@ -15,7 +15,14 @@ import pytest
 from pyceph.auth.cephx import (
     CEPH_AUTH_CEPHX, CEPHX_GET_AUTH_SESSION_KEY, CephxClient, calc_client_server_challenge,
 )
-from pyceph.auth.crypto import CryptoKey, decode_decrypt, decrypt_enc_bl
+from pyceph.auth.crypto import (
+    CEPHX_KEY_USAGE_AUTHORIZE,
+    CEPHX_KEY_USAGE_AUTHORIZE_CHALLENGE,
+    CEPHX_KEY_USAGE_AUTHORIZE_REPLY,
+    CryptoKey,
+    decode_decrypt,
+    decrypt_enc_bl,
+)
 from pyceph.auth.structs import (
     CephXAuthenticate, CephXAuthorize, CephXAuthorizeChallenge, CephXAuthorizeReply, CephXRequestHeader,
     CephXTicketBlob,
@@ -130,14 +137,14 @@ def test_capture_authorizer_challenge_and_reply(put_auth):
     d = Decoder(first)
     assert (d.u8(), d.u64(), d.u32()) == (1, put_auth.global_id, ENTITY_TYPE_OSD)
     assert CephXTicketBlob.decode(d).secret_id == th.ticket.secret_id
-    a1 = CephXAuthorize.decode(Decoder(decode_decrypt(th.session_key, d)))
+    a1 = CephXAuthorize.decode(Decoder(decode_decrypt(th.session_key, d, usage=CEPHX_KEY_USAGE_AUTHORIZE)))
     assert not a1.have_challenge
-    ch = CephXAuthorizeChallenge.decode(Decoder(decrypt_enc_bl(th.session_key, c.replies[0].authorizer)))
+    ch = CephXAuthorizeChallenge.decode(Decoder(decrypt_enc_bl(th.session_key, c.replies[0].authorizer, usage=CEPHX_KEY_USAGE_AUTHORIZE_CHALLENGE)))
     d = Decoder(second)
     d.u8(), d.u64(), d.u32(), CephXTicketBlob.decode(d)
-    a2 = CephXAuthorize.decode(Decoder(decode_decrypt(th.session_key, d)))
+    a2 = CephXAuthorize.decode(Decoder(decode_decrypt(th.session_key, d, usage=CEPHX_KEY_USAGE_AUTHORIZE)))
     assert a2.have_challenge and a2.server_challenge_plus_one == ch.server_challenge + 1
-    reply = CephXAuthorizeReply.decode(Decoder(decode_decrypt(th.session_key, Decoder(c.replies[1].authorizer))))
+    reply = CephXAuthorizeReply.decode(Decoder(decode_decrypt(th.session_key, Decoder(c.replies[1].authorizer), usage=CEPHX_KEY_USAGE_AUTHORIZE_REPLY)))
     assert reply.nonce_plus_one == a2.nonce + 1
 
 

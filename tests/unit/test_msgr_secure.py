@@ -16,7 +16,7 @@ import pytest
 from pyceph.auth.cephx import (
     CEPH_CON_MODE_CRC, CEPH_CON_MODE_SECURE, CephxClient, con_modes_from_names,
 )
-from pyceph.auth.crypto import CryptoKey, decode_decrypt
+from pyceph.auth.crypto import CEPHX_KEY_USAGE_AUTHORIZE, CEPHX_KEY_USAGE_AUTHORIZE_REPLY, CryptoKey, decode_decrypt
 from pyceph.auth.structs import (
     CephXAuthenticate, CephXAuthorize, CephXAuthorizeReply, CephXRequestHeader, CephXTicketBlob,
 )
@@ -94,7 +94,7 @@ def _authorizer_nonce(cap: Captured, cephx: CephxClient) -> tuple[int, int]:
     d.u8(), d.u64()
     service = d.u32()
     CephXTicketBlob.decode(d)
-    au = CephXAuthorize.decode(Decoder(decode_decrypt(cephx.tickets[service].session_key, d)))
+    au = CephXAuthorize.decode(Decoder(decode_decrypt(cephx.tickets[service].session_key, d, usage=CEPHX_KEY_USAGE_AUTHORIZE)))
     return service, au.nonce
 
 
@@ -127,7 +127,7 @@ def _secret_of(cap: Captured) -> bytes:
         return _mon_cephx(cap)[1]
     service, nonce = _authorizer_nonce(cap, cx)
     th = cx.tickets[service]
-    reply = CephXAuthorizeReply.decode(Decoder(decode_decrypt(th.session_key, Decoder(cap.done.payload))))
+    reply = CephXAuthorizeReply.decode(Decoder(decode_decrypt(th.session_key, Decoder(cap.done.payload), usage=CEPHX_KEY_USAGE_AUTHORIZE_REPLY)))
     assert reply.nonce_plus_one == nonce + 1
     return reply.connection_secret
 
