@@ -956,8 +956,15 @@ def cmd_diff(args) -> int:
     as_json = _want_json(args)
 
     async def go(img):
-        with failing("diff error"):
-            return await rbd_diff.diff_list(img, args.from_snap, whole_object=args.whole_object)
+        try:
+            with failing("diff error"):
+                return await rbd_diff.diff_list(img, args.from_snap, whole_object=args.whole_object)
+        except CliError:
+            # rbd opened its formatter's array before diff_iterate failed: `[]` on
+            # stdout, then the error (16.2 through 20.2)
+            if as_json:
+                _dump([], args)
+            raise
 
     extents = _with_image(args, spec, True, go)
     if as_json:
