@@ -793,13 +793,19 @@ async def _children_tree(r, spec: ImageSpec, descendants: bool) -> list[dict]:
     io = await _ioctx(r, spec.pool, spec.namespace)
     head = await _open_image(io, spec.image, read_only=True)
     try:
-        snaps = [spec.snap] if spec.snap else [s["name"] for s in await list_user_snaps(head)]
+        # no snapshot named: every snapshot, trash ones included (librbd walks snap_info)
+        snaps = [(spec.snap, None)] if spec.snap else [
+            (None, s["id"]) for s in await list_user_snaps(head, all_namespaces=True)]
     finally:
         await head.close()
     result: list[dict] = []
     seen: set[tuple] = set()
-    for sname in snaps:
-        simg = await _open_image(io, spec.image, read_only=True, snap=sname)
+    for sname, sid in snaps:
+        if sid is None:
+            simg = await _open_image(io, spec.image, read_only=True, snap=sname)
+        else:
+            with failing(f"error opening image {spec.image}"):
+                simg = await AsyncImage.open(io, spec.image, read_only=True, snap_id=sid)
         try:
             kids = await children_of(simg)
         finally:

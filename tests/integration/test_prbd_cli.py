@@ -280,6 +280,9 @@ def test_children_descendants_match_rbd(cluster, data_image):
     assert out.split("\n")[1].rstrip().endswith("  trash (user p)"), out
     snaps = assert_same_json(cluster, "snap", "ls", "--all", spec, release_form="snap ls")
     assert [s["namespace"] for s in snaps] == [RC.trash_namespace("p", RC.NEWEST)]
+    # the clone of the trashed snapshot is still the image's child (librbd walks every snapshot)
+    assert assert_same(cluster, "children", spec).split() == [child]
+    assert_same_json(cluster, "children", "--all", spec)
     assert rbd_export(cluster, child) == content
 
 
