@@ -203,9 +203,11 @@ def object_delta(
     """``ObjectListSnapsRequest::handle_list_snaps`` for snap ids ``[from, end]``:
     ``(data, zeroed, empty)`` object-offset intervals changed in ``(from, end]``
     within ``object_extents``; ``empty`` is True when no delta was found (the caller
-    then looks at the parent).  ``whole_object``: what rbd 18+ reports per object,
-    ``object_extents`` as data if the object holds changed data at ``end``, else the
-    whole object zeroed if anything changed."""
+    then looks at the parent).  ``whole_object``: what rbd 18+ reports per object:
+    all of ``object_extents`` as data if the object holds changed data at ``end``; an
+    object gone at ``end`` zeroed whole.  (The rule for a truncated object that still
+    holds data is taken from the output of rbd 18.2.7 and 20.2.4 on real clusters;
+    16.2 reports data plus the cut range as zeroed.)"""
     if ss is None:
         return [], [], True
     data: Intervals = []
