@@ -100,8 +100,12 @@ def test_object_delta_truncation_reports_zeroed_tail():
 # ``rbd diff --format json`` of Tentacle 20.2.4 reported inside that object (object
 # offsets; Reef 18.2.7 reported the same).  Image sizes in MiB at each snapshot/HEAD.
 TENTACLE_VECTORS = [
-    # img1 object 9: snapshots {'s1': 4, 's2': 5, 's3': 6}; image MiB at each
-    ('img1', 9, ss((5, [4, 5], [(0, 1048576)], 1302528), (HEAD, [], [], 1048576), seq=5), {'s1': 4, 's2': 5, 's3': 6}, {4: 64, 5: 64, 6: 64, HEAD: 64}, {
+    # img1 object 9: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('img1', 9, ss(
+        (5, [4, 5], [(0, 1048576)], 1302528),
+        (HEAD, [], [], 1048576),
+        seq=5),
+     {'s1': 4, 's2': 5, 's3': 6}, {4: 64, 5: 64, 6: 64, HEAD: 64}, {
         (None, None, False): [(0, 1048576, True)],
         (None, None, True): [(0, 4194304, True)],
         (None, 's1', False): [(1048576, 253952, False)],
@@ -123,8 +127,12 @@ TENTACLE_VECTORS = [
         ('s3', 's2', False): [(1048576, 253952, False)],
         ('s3', 's2', True): [(0, 4194304, True)],
     }),
-    # img1 object 13: snapshots {'s1': 4, 's2': 5, 's3': 6}; image MiB at each
-    ('img1', 13, ss((5, [5], [], 1953792), (HEAD, [], [], 483328), seq=6), {'s1': 4, 's2': 5, 's3': 6}, {4: 64, 5: 64, 6: 64, HEAD: 64}, {
+    # img1 object 13: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('img1', 13, ss(
+        (5, [5], [], 1953792),
+        (HEAD, [], [], 483328),
+        seq=6),
+     {'s1': 4, 's2': 5, 's3': 6}, {4: 64, 5: 64, 6: 64, HEAD: 64}, {
         (None, None, False): [(0, 483328, True)],
         (None, None, True): [(0, 4194304, True)],
         (None, 's1', False): [(0, 483328, True)],
@@ -146,8 +154,13 @@ TENTACLE_VECTORS = [
         ('s3', 's2', False): [(0, 1953792, False)],
         ('s3', 's2', True): [(0, 4194304, False)],
     }),
-    # nofd object 9: snapshots {'s1': 7, 's2': 8, 's3': 9}; image MiB at each
-    ('nofd', 9, ss((7, [7], [(0, 1363968)], 1363968), (8, [8], [(0, 1048576)], 2879488), (HEAD, [], [], 1048576), seq=8), {'s1': 7, 's2': 8, 's3': 9}, {7: 64, 8: 64, 9: 64, HEAD: 64}, {
+    # nofd object 9: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('nofd', 9, ss(
+        (7, [7], [(0, 1363968)], 1363968),
+        (8, [8], [(0, 1048576)], 2879488),
+        (HEAD, [], [], 1048576),
+        seq=8),
+     {'s1': 7, 's2': 8, 's3': 9}, {7: 64, 8: 64, 9: 64, HEAD: 64}, {
         (None, None, False): [(0, 1048576, True)],
         (None, None, True): [(0, 4194304, True)],
         (None, 's1', False): [(1048576, 315392, False)],
@@ -169,8 +182,14 @@ TENTACLE_VECTORS = [
         ('s3', 's2', False): [(1048576, 1830912, False)],
         ('s3', 's2', True): [(0, 4194304, True)],
     }),
-    # rewr object 1: snapshots {'s1': 26, 's2': 27, 's3': 28}; image MiB at each
-    ('rewr', 1, ss((26, [26], [(0, 1048576)], 4194304), (27, [27], [(0, 1048576)], 1048576), (28, [28], [(0, 2097152)], 3670016), (HEAD, [], [], 2097152), seq=28), {'s1': 26, 's2': 27, 's3': 28}, {26: 16, 27: 16, 28: 16, HEAD: 6}, {
+    # rewr object 1: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('rewr', 1, ss(
+        (26, [26], [(0, 1048576)], 4194304),
+        (27, [27], [(0, 1048576)], 1048576),
+        (28, [28], [(0, 2097152)], 3670016),
+        (HEAD, [], [], 2097152),
+        seq=28),
+     {'s1': 26, 's2': 27, 's3': 28}, {26: 16, 27: 16, 28: 16, HEAD: 6}, {
         (None, None, False): [(0, 2097152, True)],
         (None, None, True): [(0, 2097152, True)],
         (None, 's1', False): [(1048576, 1048576, True)],
@@ -192,8 +211,14 @@ TENTACLE_VECTORS = [
         ('s3', 's2', False): [(1048576, 2621440, True)],
         ('s3', 's2', True): [(0, 4194304, True)],
     }),
-    # multinofd object 1: snapshots {'s1': 22, 's2': 23, 's3': 24, 's4': 25}; image MiB at each
-    ('multinofd', 1, ss((22, [22], [(0, 2097152)], 4194304), (23, [23], [(0, 1437696)], 2097152), (24, [24], [(0, 1437696)], 1437696), (25, [25], [], 2621440), seq=25), {'s1': 22, 's2': 23, 's3': 24, 's4': 25}, {22: 64, 23: 6, 24: 64, 25: 64, HEAD: 16}, {
+    # multinofd object 1: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('multinofd', 1, ss(
+        (22, [22], [(0, 2097152)], 4194304),
+        (23, [23], [(0, 1437696)], 2097152),
+        (24, [24], [(0, 1437696)], 1437696),
+        (25, [25], [], 2621440),
+        seq=25),
+     {'s1': 22, 's2': 23, 's3': 24, 's4': 25}, {22: 64, 23: 6, 24: 64, 25: 64, HEAD: 16}, {
         (None, None, False): [],
         (None, None, True): [],
         (None, 's1', False): [(0, 4194304, False)],
