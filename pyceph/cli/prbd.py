@@ -794,13 +794,19 @@ async def _children_tree(r, spec: ImageSpec, descendants: bool) -> list[dict]:
     io = await _ioctx(r, spec.pool, spec.namespace)
     head = await _open_image(io, spec.image, read_only=True)
     try:
-        snaps = [spec.snap] if spec.snap else [s["name"] for s in await list_user_snaps(head)]
+        # no snapshot named: every snapshot, trash ones included (librbd walks snap_info)
+        snaps = [(spec.snap, None)] if spec.snap else [
+            (None, s["id"]) for s in await list_user_snaps(head, all_namespaces=True)]
     finally:
         await head.close()
     result: list[dict] = []
     seen: set[tuple] = set()
-    for sname in snaps:
-        simg = await _open_image(io, spec.image, read_only=True, snap=sname)
+    for sname, sid in snaps:
+        if sid is None:
+            simg = await _open_image(io, spec.image, read_only=True, snap=sname)
+        else:
+            with failing(f"error opening image {spec.image}"):
+                simg = await AsyncImage.open(io, spec.image, read_only=True, snap_id=sid)
         try:
             kids = await children_of(simg)
         finally:
@@ -957,8 +963,15 @@ def cmd_diff(args) -> int:
     as_json = _want_json(args)
 
     async def go(img):
-        with failing("diff error"):
-            return await rbd_diff.diff_list(img, args.from_snap, whole_object=args.whole_object)
+        try:
+            with failing("diff error"):
+                return await rbd_diff.diff_list(img, args.from_snap, whole_object=args.whole_object)
+        except CliError:
+            # rbd opened its formatter's array before diff_iterate failed: `[]` on
+            # stdout, then the error (16.2 through 20.2)
+            if as_json:
+                _dump([], args)
+            raise
 
     extents = _with_image(args, spec, True, go)
     if as_json:

@@ -1,7 +1,7 @@
 """``rbd diff`` / ``rbd du``: which extents of an image changed between two snapshots.
 
 :func:`diff_iterate` follows librbd's ``DiffIterate::execute``
-(``src/librbd/api/DiffIterate.cc``, Pacific):
+(``src/librbd/api/DiffIterate.cc``):
 
 - fast path — ``whole_object`` and the image has fast-diff with valid maps: the object
   maps from the start snapshot through the end are walked (``object_map/DiffRequest.cc``;
@@ -12,6 +12,12 @@
   CEPH_SNAPDIR) is turned into data/zeroed extents (``io::ObjectListSnapsRequest``
   with ``calc_snap_set_diff`` of ``src/librados/snap_set_diff.cc``); adjacent extents
   with the same state are merged per period.
+
+Where librbd changed between releases the newest (Tentacle, 20.2) is followed; Reef
+(18.2) answers the same, Pacific (16.2) differs for objects truncated by a shrink under
+a snapshot: it counts the cut bytes as changed from the beginning (see
+:func:`calc_snap_set_diff`), and with ``whole_object`` on the list_snaps path it
+reports such an object as data plus a zeroed tail instead of one whole data object.
 
 The callback gets ``(image offset, length, exists)`` in ascending offset order; it may
 be a plain function or a coroutine function.  Offsets and lengths are bytes.
@@ -133,13 +139,18 @@ class SnapSetDiff:
 
 def calc_snap_set_diff(ss: SnapSet, start: int, end: int) -> SnapSetDiff:
     """Bytes of the object that differ between snap ``start`` (0 = before anything) and
-    ``end`` (CEPH_NOSNAP = head), from its clone list."""
+    ``end`` (CEPH_NOSNAP = head), from its clone list, as librados 18+ computes them
+    (``src/librados/snap_set_diff.cc`` of Reef/Tentacle).
+
+    A clone followed by a smaller one (the object was truncated, e.g. by an image
+    shrink) contributes only up to ``max(next size, size at start)``, and the bytes
+    above that are dropped from the running diff: they are gone at ``end``.  Pacific
+    (16.2) kept ``[0, max(this size, next size))``, so its ``rbd diff`` reports the
+    pre-truncation extent of such an object.  ``end_size`` is the size of the clone
+    (or head) holding ``end``; 0 when the object does not exist there."""
     diff: Intervals = []
     saw_start = False
     start_size = 0
-    end_size = 0
-    end_exists = False
-    clone_end = 0
     clones = ss.clones
     i = 0
     while i < len(clones):
@@ -161,30 +172,28 @@ def calc_snap_set_diff(ss: SnapSet, start: int, end: int) -> SnapSetDiff:
             else:
                 start_size = r.size
             saw_start = True
-        end_size = r.size
         if end < a:
-            end_exists = False
-            diff = [(0, start_size)] if start_size else []
             break
         if end <= b:
-            end_exists = True
-            clone_end = b
-            break
-        max_size = r.size
+            return SnapSetDiff(diff, r.size, True, b, False)
+        prev_size = r.size
         overlap = r.overlap
         i += 1
-        if i < len(clones) and clones[i].size > max_size:
-            max_size = clones[i].size
-        to_next = [(0, max_size)] if max_size else []
-        to_next = iv_subtract(to_next, iv_norm(overlap))
-        diff = iv_union(diff, to_next)
-    else:
-        # ran past the last clone without reaching ``end``: the object is gone at
-        # ``end`` (no head); what changed is what it held at ``start`` (the OSDs of
-        # 16.2.x answer so — checked against ``rbd diff``)
-        if saw_start and not end_exists:
-            diff = [(0, start_size)] if start_size else []
-    return SnapSetDiff(diff, end_size, end_exists, clone_end, False)
+        if i < len(clones):
+            nxt = clones[i].size
+            if nxt >= prev_size:
+                boundary = nxt
+            elif prev_size <= start_size:
+                boundary = prev_size  # truncated below the size at start
+            else:
+                # truncated (partly) above the size at start: those bytes are gone
+                boundary = max(nxt, start_size)
+                diff = iv_subtract(diff, [(boundary, prev_size - boundary)])
+            to_next = [(0, boundary)] if boundary else []
+            diff = iv_union(diff, iv_subtract(to_next, iv_norm(overlap)))
+    # past ``end`` or out of clones: the object does not exist at ``end``; what
+    # changed is what it held at ``start``
+    return SnapSetDiff([(0, start_size)] if start_size else [], 0, False, 0, False)
 
 
 def object_delta(
@@ -194,7 +203,11 @@ def object_delta(
     """``ObjectListSnapsRequest::handle_list_snaps`` for snap ids ``[from, end]``:
     ``(data, zeroed, empty)`` object-offset intervals changed in ``(from, end]``
     within ``object_extents``; ``empty`` is True when no delta was found (the caller
-    then looks at the parent)."""
+    then looks at the parent).  ``whole_object``: what rbd 18+ reports per object:
+    all of ``object_extents`` as data if the object holds changed data at ``end``; an
+    object gone at ``end`` zeroed whole.  (The rule for a truncated object that still
+    holds data is taken from the output of rbd 18.2.7 and 20.2.4 on real clusters;
+    16.2 reports data plus the cut range as zeroed.)"""
     if ss is None:
         return [], [], True
     data: Intervals = []
@@ -232,6 +245,11 @@ def object_delta(
             zero_iv = iv_union(zero_iv, diff_iv)
         zeroed = zero_iv
         found = found or bool(data) or bool(zeroed)
+    if whole_object and data:
+        # librbd 18+: an object holding data at ``end`` is reported whole as data,
+        # also when a truncation under a snapshot zeroed part of it (16.2 reported the
+        # cut tail as zeroed)
+        data, zeroed = iv_norm(object_extents), []
     return data, zeroed, not found
 
 

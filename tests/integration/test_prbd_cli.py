@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from . import release_compat as RC
 from .helpers import mapping_registry, rbd, rbd_export, run
 
 MiB = 1 << 20
@@ -43,27 +44,39 @@ def both(cluster, *args, check=True):
     return prbd(cluster, *args, check=check), rbd(cluster, *args, check=check)
 
 
-def assert_same(cluster, *args):
-    """stdout byte-identical and same exit status; returns prbd's stdout."""
+def _release_form(cluster, ours: bytes, command: str | None) -> bytes:
+    """prbd's stdout (rbd 20's form) as the oracle's release prints it (release_compat)."""
+    if command is None:
+        return ours
+    return RC.to_release_form(ours.decode(), RC.rbd_major(cluster), command).encode()
+
+
+def assert_same(cluster, *args, release_form: str | None = None):
+    """stdout byte-identical and same exit status; returns prbd's stdout.
+    ``release_form``: the command whose output differs between releases (``"snap ls"``);
+    prbd's output is turned into the oracle release's form first."""
     ours, theirs = both(cluster, *args, check=False)
     assert ours.returncode == theirs.returncode, (args, ours.stderr, theirs.stderr)
-    assert ours.stdout == theirs.stdout, (args, ours.stdout.decode(), theirs.stdout.decode())
+    mine = _release_form(cluster, ours.stdout, release_form)
+    assert mine == theirs.stdout, (args, mine.decode(), theirs.stdout.decode())
     return ours.stdout.decode()
 
 
-def assert_same_json(cluster, *args, drop=()):
-    """``--format json`` (compact and pretty) equal; ``drop`` names top-level keys to ignore."""
+def assert_same_json(cluster, *args, drop=(), release_form: str | None = None):
+    """``--format json`` (compact and pretty) equal; ``drop`` names top-level keys to ignore;
+    ``release_form`` as for :func:`assert_same`.  Returns prbd's document."""
     ours, theirs = both(cluster, *args, "--format", "json")
-    a, b = json.loads(ours.stdout), json.loads(theirs.stdout)
+    mine = _release_form(cluster, ours.stdout, release_form)
+    a, b = json.loads(mine), json.loads(theirs.stdout)
     if drop:
         a = {k: v for k, v in a.items() if k not in drop}
         b = {k: v for k, v in b.items() if k not in drop}
     assert a == b, (args, a, b)
     if not drop:
-        assert ours.stdout == theirs.stdout  # same compact encoding, key order and newline
+        assert mine == theirs.stdout  # same compact encoding, key order and newline
         p, q = both(cluster, *args, "--format", "json", "--pretty-format")
-        assert p.stdout == q.stdout
-    return a
+        assert _release_form(cluster, p.stdout, release_form) == q.stdout
+    return json.loads(ours.stdout)
 
 
 def assert_same_error(cluster, *args):
@@ -262,9 +275,14 @@ def test_children_descendants_match_rbd(cluster, data_image):
     # a v2 parent snapshot removed while it has children goes to the trash namespace
     prbd(cluster, "snap", "rm", "--no-progress", f"{spec}@p")
     assert_same(cluster, "snap", "ls", spec)
-    assert_same(cluster, "snap", "ls", "--all", spec)
-    snaps = assert_same_json(cluster, "snap", "ls", "--all", spec)
-    assert [s["namespace"] for s in snaps] == [{"type": "trash", "original_name": "p"}]
+    # rbd 20 prints `trash (user p)` and original_namespace_type; 16 and 18 `trash (p)`
+    out = assert_same(cluster, "snap", "ls", "--all", spec, release_form="snap ls")
+    assert out.split("\n")[1].rstrip().endswith("  trash (user p)"), out
+    snaps = assert_same_json(cluster, "snap", "ls", "--all", spec, release_form="snap ls")
+    assert [s["namespace"] for s in snaps] == [RC.trash_namespace("p", RC.NEWEST)]
+    # the clone of the trashed snapshot is still the image's child (librbd walks every snapshot)
+    assert assert_same(cluster, "children", spec).split() == [child]
+    assert_same_json(cluster, "children", "--all", spec)
     assert rbd_export(cluster, child) == content
 
 
@@ -339,6 +357,11 @@ def test_du_and_diff_match_rbd(cluster, data_image):
     changed = json.loads(prbd(cluster, "diff", "--from-snap", "s1", "--format", "json", spec).stdout)
     assert sum(e["length"] for e in changed) == 8192 and all(e["exists"] == "true" for e in changed)
     assert_same_error(cluster, "diff", "--from-snap", "nosuch", spec)
+    # rbd (16.2 to 20.2) prints the empty JSON list before a diff error
+    for args in (["diff", "--from-snap", "nosuch", spec], ["diff", "--from-snap", "s2", f"{spec}@s1"]):
+        assert assert_same(cluster, *args, "--format", "json") == "[]\n"
+        assert assert_same(cluster, *args, "--format", "json", "--pretty-format") == "[]\n"
+        assert_same_error(cluster, *args, "--format", "json")
 
 
 # -- locks and watchers -------------------------------------------------------------------------
@@ -466,3 +489,31 @@ def test_map_exclusive_notrim_and_snapshot(cluster, data_image, run_dir):
     assert rbd_export(cluster, spec) == bytes(4 * MiB) + content[4 * MiB:]
     rbd(cluster, "object-map", "check", "--no-progress", spec)
     assert json.loads(rbd(cluster, "info", "--format", "json", spec).stdout)["flags"] == []
+
+
+# snap ls --all of a trash snapshot as Pacific 16.2.15 / Reef 18.2.7 and Tentacle 20.2.4 printed it
+_SNAP_LS_20 = (
+    "SNAPID  NAME                                  SIZE   PROTECTED  TIMESTAMP                 NAMESPACE     \n"
+    "    29  4a4f16aa-d386-43f4-96f3-5ff33aafc682  8 MiB             Mon Dec  7 20:29:09 2026  trash (user p)\n"
+    "    30  zz                                    8 MiB             Mon Dec  7 20:29:11 2026  user          \n")
+_SNAP_LS_16 = (
+    "SNAPID  NAME                                  SIZE   PROTECTED  TIMESTAMP                 NAMESPACE\n"
+    "    29  4a4f16aa-d386-43f4-96f3-5ff33aafc682  8 MiB             Mon Dec  7 20:29:09 2026  trash (p)\n"
+    "    30  zz                                    8 MiB             Mon Dec  7 20:29:11 2026  user     \n")
+_SNAP_JSON_20 = ('[{"id":29,"name":"4a4f16aa-d386-43f4-96f3-5ff33aafc682","size":8388608,"protected":"false",'
+                 '"timestamp":"Mon Dec  7 20:29:09 2026","namespace":{"type":"trash","original_namespace_type":"user",'
+                 '"original_name":"p"}},{"id":30,"name":"zz","size":8388608,"protected":"false",'
+                 '"timestamp":"Mon Dec  7 20:29:11 2026","namespace":{"type":"user"}}]\n')
+_SNAP_JSON_16 = _SNAP_JSON_20.replace('"original_namespace_type":"user",', "")
+
+
+def test_release_forms_of_snap_ls_all():
+    for major in (RC.PACIFIC, RC.REEF):
+        assert RC.to_release_form(_SNAP_LS_20, major) == _SNAP_LS_16
+        assert RC.to_release_form(_SNAP_JSON_20, major) == _SNAP_JSON_16
+        pretty = json.dumps(json.loads(_SNAP_JSON_20), indent=4) + "\n"
+        assert RC.to_release_form(pretty, major) == json.dumps(json.loads(_SNAP_JSON_16), indent=4) + "\n"
+    assert RC.to_release_form(_SNAP_LS_20, RC.TENTACLE) == _SNAP_LS_20
+    assert RC.to_release_form(_SNAP_JSON_20, RC.TENTACLE) == _SNAP_JSON_20
+    assert [RC.parse_major(v) for v in ("reef", "18.2.7", 20, "ceph version 16.2.15 (x) pacific (stable)")] == [
+        18, 18, 20, 16]

@@ -70,14 +70,200 @@ def test_calc_snap_set_diff_clone_without_snaps_means_whole_object():
     assert r.whole_object
 
 
+def test_calc_snap_set_diff_truncation_drops_the_cut_bytes():
+    # 3 MiB at snap 4 (1 MiB of it at snap 2), truncated to 1 MiB at HEAD: librados 18+
+    # no longer counts [1 MiB, 3 MiB) as changed from the beginning (16.2 did)
+    s = ss((4, [2, 4], [(0, MiB)], 3 * MiB), (HEAD, [], [], MiB), seq=4)
+    assert D.calc_snap_set_diff(s, 0, HEAD).diff == [(0, MiB)]
+    # from snap 4 (3 MiB then): the cut bytes did change
+    assert D.calc_snap_set_diff(s, 4, HEAD).diff == [(MiB, 2 * MiB)]
+    # grown from 1 MiB at snap 2 to 3 MiB, cut to 2 MiB at HEAD: only [1, 2) MiB is new data
+    s = ss((2, [2], [(0, MiB)], MiB), (4, [4], [(0, 2 * MiB)], 3 * MiB), (HEAD, [], [], 2 * MiB), seq=4)
+    r = D.calc_snap_set_diff(s, 2, HEAD)
+    assert r.diff == [(MiB, MiB)] and r.end_size == 2 * MiB and r.end_exists
+
+
 def test_object_delta_truncation_reports_zeroed_tail():
     # 3 MiB at snap 4, truncated to 1 MiB at HEAD (shrink of the image)
     s = ss((4, [4], [(0, MiB)], 3 * MiB), (HEAD, [], [], MiB), seq=4)
     data, zeroed, empty = D.object_delta(s, 4, HEAD, [(0, 4 * MiB)], 4 * MiB, False)
     assert data == [] and zeroed == [(MiB, 2 * MiB)] and not empty
-    # whole-object: the data is the whole object less the cut tail
+    # whole-object: the object holds data at HEAD, so all of it is data (librbd 18+;
+    # 16.2 gave data [0, 1 MiB) + [3, 4) MiB and the cut tail as zeroed)
     data, zeroed, _ = D.object_delta(s, 4, HEAD, [(0, 4 * MiB)], 4 * MiB, True)
-    assert data == [(0, MiB), (3 * MiB, MiB)] and zeroed == [(MiB, 2 * MiB)]
+    assert data == [(0, 4 * MiB)] and zeroed == []
+
+
+# Objects of images that ``rbd`` (Pacific) wrote, snapshotted, shrank under a snapshot
+# (cutting the object), grew and wrote again, on a 16.2.15 cluster: the object's
+# LIST_SNAPS answer, and for every (end snapshot, from snapshot, whole-object) what
+# ``rbd diff --format json`` of Tentacle 20.2.4 reported inside that object (object
+# offsets; Reef 18.2.7 reported the same).  Image sizes in MiB at each snapshot/HEAD.
+TENTACLE_VECTORS = [
+    # img1 object 9: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('img1', 9, ss(
+        (5, [4, 5], [(0, 1048576)], 1302528),
+        (HEAD, [], [], 1048576),
+        seq=5),
+     {'s1': 4, 's2': 5, 's3': 6}, {4: 64, 5: 64, 6: 64, HEAD: 64}, {
+        (None, None, False): [(0, 1048576, True)],
+        (None, None, True): [(0, 4194304, True)],
+        (None, 's1', False): [(1048576, 253952, False)],
+        (None, 's1', True): [(0, 4194304, True)],
+        (None, 's2', False): [(1048576, 253952, False)],
+        (None, 's2', True): [(0, 4194304, True)],
+        (None, 's3', False): [],
+        (None, 's3', True): [],
+        ('s1', None, False): [(0, 1302528, True)],
+        ('s1', None, True): [(0, 4194304, True)],
+        ('s2', None, False): [(0, 1302528, True)],
+        ('s2', None, True): [(0, 4194304, True)],
+        ('s2', 's1', False): [],
+        ('s2', 's1', True): [],
+        ('s3', None, False): [(0, 1048576, True)],
+        ('s3', None, True): [(0, 4194304, True)],
+        ('s3', 's1', False): [(1048576, 253952, False)],
+        ('s3', 's1', True): [(0, 4194304, True)],
+        ('s3', 's2', False): [(1048576, 253952, False)],
+        ('s3', 's2', True): [(0, 4194304, True)],
+    }),
+    # img1 object 13: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('img1', 13, ss(
+        (5, [5], [], 1953792),
+        (HEAD, [], [], 483328),
+        seq=6),
+     {'s1': 4, 's2': 5, 's3': 6}, {4: 64, 5: 64, 6: 64, HEAD: 64}, {
+        (None, None, False): [(0, 483328, True)],
+        (None, None, True): [(0, 4194304, True)],
+        (None, 's1', False): [(0, 483328, True)],
+        (None, 's1', True): [(0, 4194304, True)],
+        (None, 's2', False): [(0, 483328, True), (483328, 1470464, False)],
+        (None, 's2', True): [(0, 4194304, True)],
+        (None, 's3', False): [(0, 483328, True)],
+        (None, 's3', True): [(0, 4194304, True)],
+        ('s1', None, False): [],
+        ('s1', None, True): [],
+        ('s2', None, False): [(0, 1953792, True)],
+        ('s2', None, True): [(0, 4194304, True)],
+        ('s2', 's1', False): [(0, 1953792, True)],
+        ('s2', 's1', True): [(0, 4194304, True)],
+        ('s3', None, False): [],
+        ('s3', None, True): [],
+        ('s3', 's1', False): [],
+        ('s3', 's1', True): [],
+        ('s3', 's2', False): [(0, 1953792, False)],
+        ('s3', 's2', True): [(0, 4194304, False)],
+    }),
+    # nofd object 9: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('nofd', 9, ss(
+        (7, [7], [(0, 1363968)], 1363968),
+        (8, [8], [(0, 1048576)], 2879488),
+        (HEAD, [], [], 1048576),
+        seq=8),
+     {'s1': 7, 's2': 8, 's3': 9}, {7: 64, 8: 64, 9: 64, HEAD: 64}, {
+        (None, None, False): [(0, 1048576, True)],
+        (None, None, True): [(0, 4194304, True)],
+        (None, 's1', False): [(1048576, 315392, False)],
+        (None, 's1', True): [(0, 4194304, True)],
+        (None, 's2', False): [(1048576, 1830912, False)],
+        (None, 's2', True): [(0, 4194304, True)],
+        (None, 's3', False): [],
+        (None, 's3', True): [],
+        ('s1', None, False): [(0, 1363968, True)],
+        ('s1', None, True): [(0, 4194304, True)],
+        ('s2', None, False): [(0, 2879488, True)],
+        ('s2', None, True): [(0, 4194304, True)],
+        ('s2', 's1', False): [(1363968, 1515520, True)],
+        ('s2', 's1', True): [(0, 4194304, True)],
+        ('s3', None, False): [(0, 1048576, True)],
+        ('s3', None, True): [(0, 4194304, True)],
+        ('s3', 's1', False): [(1048576, 315392, False)],
+        ('s3', 's1', True): [(0, 4194304, True)],
+        ('s3', 's2', False): [(1048576, 1830912, False)],
+        ('s3', 's2', True): [(0, 4194304, True)],
+    }),
+    # rewr object 1: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('rewr', 1, ss(
+        (26, [26], [(0, 1048576)], 4194304),
+        (27, [27], [(0, 1048576)], 1048576),
+        (28, [28], [(0, 2097152)], 3670016),
+        (HEAD, [], [], 2097152),
+        seq=28),
+     {'s1': 26, 's2': 27, 's3': 28}, {26: 16, 27: 16, 28: 16, HEAD: 6}, {
+        (None, None, False): [(0, 2097152, True)],
+        (None, None, True): [(0, 2097152, True)],
+        (None, 's1', False): [(1048576, 1048576, True)],
+        (None, 's1', True): [(0, 2097152, True)],
+        (None, 's2', False): [(1048576, 1048576, True)],
+        (None, 's2', True): [(0, 2097152, True)],
+        (None, 's3', False): [],
+        (None, 's3', True): [(0, 2097152, True)],
+        ('s1', None, False): [(0, 4194304, True)],
+        ('s1', None, True): [(0, 4194304, True)],
+        ('s2', None, False): [(0, 1048576, True)],
+        ('s2', None, True): [(0, 4194304, True)],
+        ('s2', 's1', False): [(1048576, 3145728, False)],
+        ('s2', 's1', True): [(0, 4194304, True)],
+        ('s3', None, False): [(0, 3670016, True)],
+        ('s3', None, True): [(0, 4194304, True)],
+        ('s3', 's1', False): [(1048576, 2621440, True), (3670016, 524288, False)],
+        ('s3', 's1', True): [(0, 4194304, True)],
+        ('s3', 's2', False): [(1048576, 2621440, True)],
+        ('s3', 's2', True): [(0, 4194304, True)],
+    }),
+    # multinofd object 1: LIST_SNAPS answer; snapshot ids; image size (MiB) at each
+    ('multinofd', 1, ss(
+        (22, [22], [(0, 2097152)], 4194304),
+        (23, [23], [(0, 1437696)], 2097152),
+        (24, [24], [(0, 1437696)], 1437696),
+        (25, [25], [], 2621440),
+        seq=25),
+     {'s1': 22, 's2': 23, 's3': 24, 's4': 25}, {22: 64, 23: 6, 24: 64, 25: 64, HEAD: 16}, {
+        (None, None, False): [],
+        (None, None, True): [],
+        (None, 's1', False): [(0, 4194304, False)],
+        (None, 's1', True): [(0, 4194304, False)],
+        (None, 's2', False): [(0, 2097152, False)],
+        (None, 's2', True): [(0, 4194304, False)],
+        (None, 's3', False): [(0, 1437696, False)],
+        (None, 's3', True): [(0, 4194304, False)],
+        (None, 's4', False): [(0, 2621440, False)],
+        (None, 's4', True): [(0, 4194304, False)],
+        ('s1', None, False): [(0, 4194304, True)],
+        ('s1', None, True): [(0, 4194304, True)],
+        ('s2', None, False): [(0, 2097152, True)],
+        ('s2', None, True): [(0, 2097152, True)],
+        ('s2', 's1', False): [],
+        ('s2', 's1', True): [(0, 2097152, True)],
+        ('s3', None, False): [(0, 1437696, True)],
+        ('s3', None, True): [(0, 4194304, True)],
+        ('s3', 's1', False): [(1437696, 2756608, False)],
+        ('s3', 's1', True): [(0, 4194304, True)],
+        ('s3', 's2', False): [(1437696, 659456, False)],
+        ('s3', 's2', True): [(0, 4194304, True)],
+        ('s4', None, False): [(0, 2621440, True)],
+        ('s4', None, True): [(0, 4194304, True)],
+        ('s4', 's1', False): [(1437696, 1183744, True), (2621440, 1572864, False)],
+        ('s4', 's1', True): [(0, 4194304, True)],
+        ('s4', 's2', False): [(1437696, 1183744, True)],
+        ('s4', 's2', True): [(0, 4194304, True)],
+        ('s4', 's3', False): [(1437696, 1183744, True)],
+        ('s4', 's3', True): [(0, 4194304, True)],
+    }),
+]
+
+
+@pytest.mark.parametrize("img,objno,snapset,names,sizes,expect", TENTACLE_VECTORS,
+                         ids=[f"{v[0]}-obj{v[1]}" for v in TENTACLE_VECTORS])
+def test_object_delta_matches_tentacle_rbd_diff(img, objno, snapset, names, sizes, expect):
+    osize = 4 * MiB
+    for (at, frm, whole), want in expect.items():
+        end = names[at] if at else HEAD
+        start = names[frm] if frm else 0
+        extent = [(0, min(osize, sizes[end] * MiB - objno * osize))]
+        data, zeroed, _ = D.object_delta(snapset, start, end, extent, osize, whole)
+        got = D._merge_states([(o, n, True) for o, n in data] + [(o, n, False) for o, n in zeroed])
+        assert got == want, (img, objno, at, frm, whole)
 
 
 def test_object_delta_removed_object():
