@@ -208,6 +208,9 @@ root=$1 dir=$2 cwd=$3; shift 3
 mount --bind /tmp "$root/tmp" || exit 125
 case "$dir" in ""|/tmp/*) ;; *) { mkdir -p "$root$dir" && mount --bind "$dir" "$root$dir"; } || exit 125 ;; esac
 mount -t proc proc "$root/proc" || exit 125
+# The host's Python settings are not the root's; PYCEPH_ROOT_PYTHONPATH is meant for it.
+unset PYTHONHOME PYTHONPATH
+[ -z "${PYCEPH_ROOT_PYTHONPATH-}" ] || export PYTHONPATH="$PYCEPH_ROOT_PYTHONPATH"
 exec chroot "$root" /usr/bin/env -C "$cwd" "$@"
 """
 
@@ -1064,7 +1067,7 @@ class DevCluster:
         argv = [f"ceph-{kind}", "-c", str(self.conf_path), "-i", ident]
         env = _clean_env()
         if kind == "mgr" and (shim := self._mgr_bcrypt_shim()):
-            env["PYTHONPATH"] = str(shim)
+            env["PYCEPH_ROOT_PYTHONPATH"] = str(shim)
         with open(out, "ab") as f:
             # The parent exits once the forked daemon has initialised (or failed to).
             p = subprocess.Popen(
@@ -1195,6 +1198,7 @@ class DevCluster:
         """Describe the cluster as a JSON-able dict.
 
         Keys: ``dir``, ``running`` (bool), ``fsid``, ``conf``, ``keyring``, ``mon_host``,
+        ``release`` (codename), ``root`` (its root filesystem or None), ``ms_mode``,
         ``daemons`` (``[{"name", "pid" (int|None), "running", "ports": [int]}]``),
         ``health`` (``HEALTH_OK``/``HEALTH_WARN``/... or None if not running or the
         monitors did not answer within ``health_timeout`` s), ``health_checks``
@@ -1207,7 +1211,8 @@ class DevCluster:
         except ClusterNotRunning:
             return out
         out.update(fsid=st["fsid"], conf=str(self.conf_path), keyring=str(self.keyring_path),
-                   mon_host=st["mon_host"], start_seconds=st.get("start_seconds"))
+                   mon_host=st["mon_host"], start_seconds=st.get("start_seconds"), release=st.get("release"),
+                   root=st.get("root"), ms_mode=st.get("ms_mode"))
         for name, pid in self.pids().items():
             out["daemons"].append(
                 {"name": name, "pid": pid, "running": pid is not None, "ports": _listening_ports(pid) if pid else []}

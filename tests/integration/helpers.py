@@ -2,7 +2,12 @@
 
 ``uniq(prefix)``          ``prefix-<8 hex>``: names unique per run, so a reused cluster never collides.
 ``run(argv, ...)``        run a command (bytes out); non-zero exit raises AssertionError with its stderr.
+``tool(cluster, "rbd")``  argv prefix running the cluster's release's own tool (host or chroot):
+                          every oracle (rbd, ceph, rados, ceph-authtool, osdmaptool) goes through it.
+``wanted_release()``      $PYCEPH_TEST_RELEASE (None: the host's); ``wanted_ms_mode()`` $PYCEPH_TEST_MS_MODE.
+``release(cluster)``      the cluster's Ceph release codename; ``major(cluster)`` its version (16, 18, 20).
 ``rbd(cluster, ...)``     librbd's ``rbd`` CLI against ``cluster``'s conf (bytes out; ``run``'s keywords).
+``ceph(cluster, ...)``    the release's ``ceph`` CLI, same keywords; ``rados(cluster, ...)`` likewise.
 ``prbd(cluster, ...)``    pyceph's ``prbd`` CLI (``python -m pyceph.cli.prbd``), same keywords.
 ``rbd_json``              ``rbd ... --format json``, decoded.
 ``rbd_export``            the whole image (or snapshot) as librbd reads it.
@@ -40,9 +45,46 @@ def run(argv, *, check: bool = True, input: bytes | None = None, timeout: float 
     return r
 
 
+def wanted_release() -> str | None:
+    """$PYCEPH_TEST_RELEASE (pacific|reef|tentacle), or None for the host's release."""
+    return os.environ.get("PYCEPH_TEST_RELEASE") or None
+
+
+def wanted_ms_mode() -> str | None:
+    """$PYCEPH_TEST_MS_MODE (secure|crc|legacy), or None for Ceph's defaults."""
+    return os.environ.get("PYCEPH_TEST_MS_MODE") or None
+
+
+def tool(cluster, name: str, *args) -> list[str]:
+    """argv running the cluster's release's own Ceph tool ``name`` with ``args`` (no ``-c`` added).
+
+    File arguments must be under /tmp or the cluster dir (a chrooted release sees only those)."""
+    return cluster.tool_argv(name, *map(str, args))
+
+
+def release(cluster) -> str:
+    """The cluster's Ceph release codename ("pacific", "reef", "tentacle")."""
+    return cluster.release.name
+
+
+def major(cluster) -> int:
+    """The cluster's Ceph major version (16 pacific, 18 reef, 20 tentacle)."""
+    return cluster.release.major
+
+
 def rbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
-    """librbd's ``rbd`` CLI (bytes out)."""
-    return run(["rbd", "-c", cluster.conf_path, *args], **kw)
+    """librbd's ``rbd`` CLI of the cluster's release (bytes out)."""
+    return run(tool(cluster, "rbd", "-c", cluster.conf_path, *args), **kw)
+
+
+def ceph(cluster, *args, **kw) -> subprocess.CompletedProcess:
+    """The ``ceph`` CLI of the cluster's release (bytes out)."""
+    return run(tool(cluster, "ceph", "-c", cluster.conf_path, *args), **kw)
+
+
+def rados(cluster, *args, **kw) -> subprocess.CompletedProcess:
+    """The ``rados`` CLI of the cluster's release (bytes out)."""
+    return run(tool(cluster, "rados", "-c", cluster.conf_path, *args), **kw)
 
 
 def prbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
