@@ -466,7 +466,7 @@ def _daemon_words(out_text: str, log_text: str, n: int = 3) -> str:
     """The last meaningful lines a daemon wrote while starting: its stderr's error lines,
     else its log's derr (level -1) lines, else its last lines; joined with " | "."""
     picked: list[str] = []
-    out_lines = [x.strip() for x in out_text.splitlines() if x.strip()]
+    out_lines = [_LOG_PREFIX.sub("", x.strip()) for x in out_text.splitlines() if x.strip()]
     log_lines = [x.strip() for x in log_text.splitlines() if x.strip()]
     derr = []
     for x in log_lines:
@@ -919,6 +919,10 @@ class DevCluster:
             "cluster addr": "127.0.0.1",
             "ms bind port min": bind_min,
             "ms bind port max": bind_max,
+            # A daemon failing at start-up (no mon data, bad option...) logs through an async
+            # thread that exit() may beat: flush at exit, and send errors to DIR/log/NAME.out too.
+            "err to stderr": "true",
+            "log flush on exit": "true",
         }
         sections = {
             "global": glob,
