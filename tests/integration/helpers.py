@@ -14,6 +14,11 @@
 ``pmap(cluster, spec)``   ``prbd map``; returns the /dev/loopN device.
 ``read_dev(dev, ...)``    read a (mapped) block device.
 ``dumps(obj)``            compact JSON like ``rbd --format json``.
+
+Where librbd's behaviour changed between releases, prbd follows the newest release; these
+turn what the cluster's release printed into what the newest prints (or compare as it would):
+``snap_ls_as_newest(cluster, out, json=...)``  ``rbd snap ls --all`` (trash namespace, 20)
+``diff_as_newest(cluster, ours, theirs)``      ``rbd diff`` extents after a shrink (18)
 ``mapping_registry``      a private ``$PYCEPH_RUN_DIR`` for ``prbd map``; leftovers force-unmapped.
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -151,3 +157,56 @@ def mapping_registry(tmp_path_factory) -> Iterator[Path]:
 def dumps(obj) -> str:
     """Compact JSON, the way ``rbd --format json`` prints it."""
     return json.dumps(obj, separators=(",", ":"))
+
+
+# librbd 20 prints a trash snapshot's original namespace type: "trash (user p)" and
+# "original_namespace_type" in JSON; 16 and 18 printed "trash (p)".
+SNAP_LS_TRASH_TYPE_MAJOR = 20
+# librbd 18 stopped reporting, in `rbd diff` of a snapshot, data that a shrink under an older
+# snapshot removed from an object written again (16 reported the object's old extent).
+DIFF_AFTER_SHRINK_MAJOR = 18
+
+
+def snap_ls_as_newest(cluster, out: bytes, *, json_format: bool = False) -> bytes:
+    """``rbd snap ls --all`` output of the cluster's release as Tentacle prints it.
+
+    Assumes trash snapshots came from user snapshots (the only kind tests make)."""
+    if major(cluster) >= SNAP_LS_TRASH_TYPE_MAJOR:
+        return out
+    text = out.decode()
+    if json_format:
+        pretty = "\n" in text.strip()
+        snaps = json.loads(text)
+        for s in snaps:
+            ns = s.get("namespace") or {}
+            if ns.get("type") == "trash" and "original_namespace_type" not in ns:
+                s["namespace"] = {"type": "trash", "original_namespace_type": "user",
+                                  **{k: v for k, v in ns.items() if k != "type"}}
+        return ((json.dumps(snaps, indent=4) if pretty else dumps(snaps)) + "\n").encode()
+    lines = text.split("\n")
+    if not lines or "NAMESPACE" not in lines[0]:
+        return out
+    col = lines[0].index("NAMESPACE")
+    rows = [i for i, line in enumerate(lines) if i and line.strip()]
+    vals = {i: re.sub(r"^trash \((.*)\)$", r"trash (user \1)", lines[i][col:].rstrip()) for i in rows}
+    width = max([len("NAMESPACE"), *map(len, vals.values())])
+    lines[0] = lines[0][:col] + "NAMESPACE".ljust(width)
+    for i in rows:
+        lines[i] = lines[i][:col] + vals[i].ljust(width)
+    return "\n".join(lines).encode()
+
+
+def diff_as_newest(cluster, ours: str, theirs: str) -> bool:
+    """True if pyceph's ``rbd diff`` JSON ``ours`` is what the newest librbd says, given
+    what the cluster's release's ``rbd diff`` printed (``theirs``).
+
+    From 18 on the two must be equal.  librbd 16 may report longer extents (data a
+    shrink under a snapshot removed): there every one of our extents must lie within one
+    of its extents with the same ``exists``, and where they differ only by their end."""
+    if ours == theirs or major(cluster) >= DIFF_AFTER_SHRINK_MAJOR:
+        return ours == theirs
+    a, b = json.loads(ours), json.loads(theirs)
+    if len(a) != len(b):
+        return False
+    return all(x == y or (x["offset"] == y["offset"] and x["exists"] == y["exists"] and x["length"] < y["length"])
+               for x, y in zip(a, b))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import mapping_registry, rbd, rbd_export, run, tool
+from .helpers import mapping_registry, rbd, rbd_export, run, snap_ls_as_newest, tool
 
 MiB = 1 << 20
 TIMESTAMPS = ("create_timestamp", "access_timestamp", "modify_timestamp")
@@ -262,9 +262,14 @@ def test_children_descendants_match_rbd(cluster, data_image):
     # a v2 parent snapshot removed while it has children goes to the trash namespace
     prbd(cluster, "snap", "rm", "--no-progress", f"{spec}@p")
     assert_same(cluster, "snap", "ls", spec)
-    assert_same(cluster, "snap", "ls", "--all", spec)
-    snaps = assert_same_json(cluster, "snap", "ls", "--all", spec)
-    assert [s["namespace"] for s in snaps] == [{"type": "trash", "original_name": "p"}]
+    # prbd prints what the newest rbd prints: "trash (user p)" (Tentacle) for "trash (p)"
+    ours, theirs = both(cluster, "snap", "ls", "--all", spec)
+    assert ours.stdout == snap_ls_as_newest(cluster, theirs.stdout), (ours.stdout, theirs.stdout)
+    for pretty in ((), ("--pretty-format",)):
+        ours, theirs = both(cluster, "snap", "ls", "--all", spec, "--format", "json", *pretty)
+        assert ours.stdout == snap_ls_as_newest(cluster, theirs.stdout, json_format=True), (ours.stdout, theirs.stdout)
+    snaps = json.loads(ours.stdout)
+    assert [s["namespace"] for s in snaps] == [{"type": "trash", "original_namespace_type": "user", "original_name": "p"}]
     assert rbd_export(cluster, child) == content
 
 

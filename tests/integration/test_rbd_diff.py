@@ -22,7 +22,7 @@ from pyceph.errors import InvalidArgumentError
 from pyceph.rbd import diff as D
 from pyceph.rbd import object_map as O
 
-from .helpers import dumps
+from .helpers import diff_as_newest, dumps
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -100,14 +100,16 @@ def test_diff_matches_rbd(cluster, rados, ioctx, snapped_image, at, from_snap, w
     spec = snapped_image + at
     theirs = theirs_diff(cluster, spec, from_snap, whole)
     assert theirs != "[]" or (at, from_snap) != ("", None)
-    assert ours_diff(rados, ioctx, spec, from_snap, whole) == theirs
+    ours = ours_diff(rados, ioctx, spec, from_snap, whole)
+    # prbd follows the newest librbd (18 changed extents after a shrink under a snapshot)
+    assert diff_as_newest(cluster, ours, theirs), (ours, theirs)
 
 
 def test_diff_reports_removed_objects_as_holes(cluster, rados, ioctx, snapped_image):
     # the shrink removed objects after s2: a diff from s2 must report exists=false
     out = json.loads(ours_diff(rados, ioctx, snapped_image, "s2", False))
     assert any(e["exists"] == "false" for e in out)
-    assert out == json.loads(theirs_diff(cluster, snapped_image, "s2", False))
+    assert diff_as_newest(cluster, dumps(out), theirs_diff(cluster, snapped_image, "s2", False))
 
 
 @pytest.mark.parametrize("extra", [(), ("--exact",), ("--merge-snapshots",), ("--from-snap", "s1"),
