@@ -35,4 +35,11 @@ if ! .venv/bin/python -c 'import pyceph, pytest, hypothesis' 2>/dev/null \
     .venv/bin/pip install -q -e '.[test]'
     touch .venv/.pyceph-installed
 fi
+# Other Ceph releases the tests were asked for ($PYCEPH_TEST_RELEASE, $PYCEPH_TEST_RELEASES,
+# comma or space separated): their root filesystems (debootstrap; minutes once, then cached
+# in ${PYCEPH_ROOTS:-/var/cache/pyceph/roots}).  The launcher would build them on first use.
+host_release=$(ceph --version | sed -n 's/.*) \([a-z]*\) (.*/\1/p')
+for r in $(echo "${PYCEPH_TEST_RELEASE:-} ${PYCEPH_TEST_RELEASES:-}" | tr ',' ' '); do
+    [ "$r" = "$host_release" ] || $SUDO ./scripts/release-root.sh "$r" >/dev/null
+done
 echo "==> ready: $(.venv/bin/python --version), $(ceph --version | cut -d' ' -f1-3)"

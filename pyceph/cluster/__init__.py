@@ -11,7 +11,9 @@ from pathlib import Path
 
 from pyceph.cluster.launcher import (
     INSTALL_HINT,
+    RELEASES,
     CephNotInstalled,
+    CephRelease,
     ClusterError,
     ClusterNotRunning,
     ClusterRunning,
@@ -19,6 +21,8 @@ from pyceph.cluster.launcher import (
     CommandFailed,
     DevCluster,
     check_binaries,
+    ensure_release_root,
+    host_release,
 )
 
 
@@ -32,7 +36,9 @@ def default_cluster_dir() -> Path:
 
 __all__ = [
     "INSTALL_HINT",
+    "RELEASES",
     "CephNotInstalled",
+    "CephRelease",
     "ClusterError",
     "ClusterNotRunning",
     "ClusterRunning",
@@ -41,4 +47,6 @@ __all__ = [
     "DevCluster",
     "check_binaries",
     "default_cluster_dir",
+    "ensure_release_root",
+    "host_release",
 ]

@@ -1,4 +1,8 @@
-"""``pyceph cluster start|stop|status|kill|restart``: manage a dev cluster from the shell.
+"""``pyceph cluster start|stop|status|kill|restart|exec``: manage a dev cluster from the shell.
+
+``pyceph cluster start --release reef`` runs another Ceph release (from a root filesystem,
+built once); ``pyceph cluster exec --dir DIR -- rbd ls`` runs the cluster's release's own
+``rbd``/``ceph``/``rados``/``ceph-authtool`` with CEPH_CONF = DIR/ceph.conf.
 
 Fault injection (see :mod:`pyceph.cluster.faultproxy`): ``pyceph cluster proxy
 start|stop|status`` runs the fault proxy daemon for the cluster, ``pyceph cluster cable
@@ -13,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from typing import Any, Sequence
 
 from pyceph import errors
 from pyceph.cluster import DevCluster, default_cluster_dir
+from pyceph.cluster.launcher import KEY_TYPES, MS_MODES, RELEASES
 
 EXIT_NOT_RUNNING = 3  # `status` of a stopped cluster, like `systemctl status`
 
@@ -35,11 +41,33 @@ def _parse_conf(items: list[str]) -> dict[str, str]:
 
 def _cmd_start(args: argparse.Namespace) -> int:
     c = DevCluster(args.dir)
-    secs = c.start(mons=args.mons, osds=args.osds, conf=_parse_conf(args.conf), timeout=args.timeout)
-    print(f"cluster started in {secs:.1f}s: {c.dir}")
-    print(f"  ceph -c {c.conf_path} -s")
+    secs = c.start(mons=args.mons, osds=args.osds, conf=_parse_conf(args.conf), timeout=args.timeout,
+                   release=args.release, ms_mode=args.ms_mode, client_key_type=args.client_key_type)
+    rel = c.release
+    mode = f", ms mode {c.ms_mode}" if c.ms_mode else ""
+    print(f"cluster started in {secs:.1f}s: {c.dir} ({rel.name}{mode})")
+    if rel.root is None:
+        print(f"  ceph -c {c.conf_path} -s")
+    print(f"  pyceph cluster exec --dir {c.dir} -- ceph -s")
     print(f"  mon host = {c.mon_host}")
     return 0
+
+
+def _cmd_exec(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise errors.InvalidArgumentError("exec wants a command: pyceph cluster exec --dir DIR -- rbd ls")
+    c = DevCluster(args.dir)
+    c.state  # noqa: B018 - raises ClusterNotRunning without a cluster
+    full = c.tool_argv(*argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvpe(full[0], full, c.tool_env())
+    except OSError as e:
+        raise errors.ObjectNotFound(f"cannot run {full[0]}: {e.strerror}") from e
 
 
 def _cmd_stop(args: argparse.Namespace) -> int:
@@ -55,8 +83,12 @@ def _format_status(st: dict[str, Any]) -> str:
         return f"no cluster in {st['dir']}"
     state = "running" if st["running"] else "stopped"
     health = f" ({st['health']})" if st.get("health") else ""
+    rel = f"  release {st.get('release') or '?'}" + (f" (root {st['root']})" if st.get("root") else "")
+    if st.get("ms_mode"):
+        rel += f"  ms mode {st['ms_mode']}"
     lines = [
         f"cluster {st['dir']}: {state}{health}",
+        rel,
         f"  fsid {st['fsid']}",
         f"  conf {st['conf']}  keyring {st['keyring']}",
         f"  mon host = {st['mon_host']}",
@@ -110,6 +142,19 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                    help="extra [global] ceph.conf option, repeatable (e.g. 'debug ms=20')")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to reach active+clean (default 180)")
+    p.add_argument("--release", choices=list(RELEASES), default=None,
+                   help="Ceph release of the daemons and tools (default: the host's); another release runs "
+                        "chrooted from $PYCEPH_ROOTS/RELEASE (default /var/cache/pyceph/roots), built on first use")
+    p.add_argument("--ms-mode", choices=list(MS_MODES), default=None,
+                   help="require this on-wire mode everywhere: secure or crc (msgr2), legacy (msgr1 only, "
+                        "v1 addresses only); default: Ceph's defaults")
+    p.add_argument("--client-key-type", choices=list(KEY_TYPES), default=None,
+                   help="key type of client.admin (default: the release's, aes256k from tentacle on); another "
+                        "type than the service keys' makes an 'upgraded' cluster allowing both ciphers")
+    p = leaf("exec", "run the cluster release's own rbd/ceph/rados/ceph-authtool with CEPH_CONF=DIR/ceph.conf",
+             _cmd_exec)
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARG...]",
+                   help="the command; file arguments must be under /tmp or DIR (or use -)")
     p = leaf("stop", "stop every daemon of the cluster (SIGTERM, then SIGKILL)", _cmd_stop)
     p.add_argument("--timeout", type=float, default=15.0, help="seconds before SIGKILL (default 15)")
     p = leaf("status", "show whether the cluster runs, its daemons, ports and health", _cmd_status)

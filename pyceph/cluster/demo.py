@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
         _say("reading the image back with librbd (`rbd export`, Ceph's own tool) and checking the files")
         exported = os.path.join(work, "demo.img")
-        _run(["rbd", "-c", str(cluster.conf_path), "export", "--no-progress", "rbd/demo", exported])
+        _run(cluster.tool_argv("rbd", "-c", str(cluster.conf_path), "export", "--no-progress", "rbd/demo", exported))
         _run(["mount", "-o", "ro,loop", exported, mnt])
         mounted = True
         for n, h in want.items():

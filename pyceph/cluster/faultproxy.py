@@ -461,14 +461,16 @@ class FaultProxy:
 
 
 def _v2_addr(addrvec: Any) -> str | None:
-    """The "ip:port" of the v2 entry of a Ceph addrvec (dict with "addrvec", or a list)."""
+    """The "ip:port" of the v2 entry of a Ceph addrvec (dict with "addrvec", or a list);
+    of the v1 entry if there is no v2 one (a msgr1-only cluster)."""
     if isinstance(addrvec, dict):
         addrvec = addrvec.get("addrvec", [])
-    for a in addrvec or []:
-        if a.get("type") == "v2" and a.get("addr"):
-            _host, port = _split_addr(a["addr"])
-            if port:
-                return a["addr"]
+    for want in ("v2", "v1"):
+        for a in addrvec or []:
+            if a.get("type") == want and a.get("addr"):
+                _host, port = _split_addr(a["addr"])
+                if port:
+                    return a["addr"]
     return None
 
 
@@ -543,12 +545,12 @@ class ProxyDaemon:
     # -- routes from the cluster ------------------------------------------------------
 
     def _mon_routes(self) -> dict[str, str]:
-        return {f"mon.{m['id']}": f"127.0.0.1:{m['v2']}" for m in self.cluster.state["mons"]}
+        return {f"mon.{m['id']}": f"127.0.0.1:{m.get('v2') or m['v1']}" for m in self.cluster.state["mons"]}
 
     def _dumps(self) -> dict[str, str]:
         """Run ``ceph osd dump; ceph mgr dump`` in one CLI process (blocking: use a thread)."""
         text = self.cluster._run(
-            ["ceph", "-c", str(self.cluster.conf_path), "--connect-timeout", "10", "-f", "json"], 15,
+            ["ceph", "-c", str(self.cluster.conf_path), "--connect-timeout", "10", "-f", "json"], 15,  # the release's
             input="osd dump\nmgr dump\n",
         )
         objs = _decode_json_stream(text)

@@ -15,6 +15,15 @@ Ports come from a block of 128 free ports below the kernel's ephemeral range, so
 several clusters (and Ceph's default ports) never collide.  The ``ceph()``/``rbd()``
 helpers shell out to Ceph's own CLI tools; they are meant for tests and the fault
 injection harness only - the pyceph client itself never runs them.
+
+Releases: ``start(release="reef")`` runs another Ceph release than the host's.  Its
+daemons and tools come from a root filesystem (Debian's packages, built once by
+scripts/release-root.sh into $PYCEPH_ROOTS/RELEASE, default /var/cache/pyceph/roots) and
+run with ``chroot``, each inside a private mount namespace (``unshare --mount``) in which
+the host's /tmp and DIR are bind-mounted at their own paths.  So DIR/ceph.conf, the
+keyring, pid files and admin sockets have the same paths inside and outside, and no
+mount is ever left behind: it vanishes with the last process of its namespace.
+``tool_argv()`` / ``pyceph cluster exec`` run that release's ``rbd``/``ceph``/``rados``.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import fcntl
 import json as _json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -48,6 +58,19 @@ PG_NUM = 8  # fixed and small: stable PG counts, fast peering on 2 cores
 PORT_BLOCK = 128
 # Ceph's own defaults (mon 3300/6789, daemons 6800-7300) are avoided by starting above them.
 PORT_SEARCH_MIN = 10000
+
+ROOTS_DIR = "/var/cache/pyceph/roots"  # $PYCEPH_ROOTS overrides
+ROOT_READY = ".pyceph-root-ready"
+# Releases the launcher can start, with their major version (src/ceph_release).
+RELEASES = {"pacific": 16, "reef": 18, "tentacle": 20}
+# cephx key types by their ceph-authtool/monmap name (src/auth/Crypto.h CEPH_CRYPTO_*).
+KEY_TYPES = {"aes": 1, "aes256k": 2}
+# Tentacle made AES256KRB5 the default key type for every new key.
+_FIRST_AES256K_RELEASE = 20
+MS_MODES = ("secure", "crc", "legacy")
+# Options Debian's Reef/Tentacle packages ship as paths relative to the install prefix;
+# a daemon does not run from there, so the launcher makes them absolute.
+_PATH_OPTIONS = ("osd_class_dir", "erasure_code_dir", "plugin_dir", "mgr_module_path")
 
 # Environment variables that would make the CLI tools talk to some other cluster or
 # load another interpreter's modules.
@@ -112,10 +135,202 @@ def check_binaries() -> None:
 
 
 def gen_cephx_key() -> str:
-    """A new random cephx secret in keyring format (base64 of type, created, len, 16 bytes)."""
+    """A new random AES (type 1) cephx secret in keyring format (base64 of type, created, len, 16 bytes).
+
+    The launcher itself makes keys with the release's own ``ceph-authtool`` (see
+    :meth:`CephRelease.gen_keys`); this is for tests that need a key without a cluster.
+    """
     now = time.time()
     raw = struct.pack("<HIIH", 1, int(now), int((now % 1) * 1e9), 16) + os.urandom(16)
     return base64.b64encode(raw).decode()
+
+
+def key_type_of(key: str) -> int:
+    """The cephx key type (1 AES, 2 AES256KRB5) of a keyring-format secret (CryptoKey::decode)."""
+    return struct.unpack_from("<H", base64.b64decode(key))[0]
+
+
+def roots_dir() -> Path:
+    """Where release roots live: $PYCEPH_ROOTS, else /var/cache/pyceph/roots."""
+    return Path(os.environ.get("PYCEPH_ROOTS") or ROOTS_DIR)
+
+
+def _release_of_version(text: str) -> str | None:
+    # "ceph version 16.2.15 (618f...) pacific (stable)"
+    m = re.search(r"ceph version (\d+)\.\S* \(\w+\) (\w+)", text)
+    return m.group(2) if m else None
+
+
+def host_release() -> str | None:
+    """The codename of the host's installed Ceph ("pacific"), or None without Ceph."""
+    if shutil.which("ceph-osd") is None or shutil.which("ceph") is None:
+        return None
+    try:
+        r = subprocess.run(["ceph", "--version"], capture_output=True, text=True, timeout=30,
+                           env=_clean_env(), stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return _release_of_version(r.stdout)
+
+
+def release_root_script() -> Path:
+    """scripts/release-root.sh of the source tree this package runs from."""
+    return Path(__file__).resolve().parents[2] / "scripts" / "release-root.sh"
+
+
+def ensure_release_root(release: str, *, root: Path | None = None) -> Path:
+    """The root filesystem of ``release``, built with scripts/release-root.sh if missing.
+
+    A ready root (ROOT/.pyceph-root-ready) is returned at once.  A build (minutes; needs
+    root and Debian's archive) prints its progress on stderr.  Raises
+    :class:`CephNotInstalled` if the script is absent or fails.
+    """
+    root = root or roots_dir() / release
+    if (root / ROOT_READY).exists():
+        return root
+    script = release_root_script()
+    if not script.exists():
+        raise CephNotInstalled(
+            f"no {release} root in {root} and no {script} to build it; run scripts/release-root.sh {release} "
+            "from a pyceph source tree")
+    r = subprocess.run(["bash", str(script), release, str(root)], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, text=True, env=_clean_env())
+    if r.returncode != 0 or not (root / ROOT_READY).exists():
+        raise CephNotInstalled(f"building the {release} root in {root} failed (exit {r.returncode}); "
+                               f"see the messages of {script.name} above")
+    return root
+
+
+# Runs "$@" chrooted into $1 in a private mount namespace holding the host's /tmp and the
+# cluster dir $2 at their own paths, from working directory $3.
+_CHROOT_SH = r"""
+root=$1 dir=$2 cwd=$3; shift 3
+mount --bind /tmp "$root/tmp" || exit 125
+case "$dir" in ""|/tmp/*) ;; *) { mkdir -p "$root$dir" && mount --bind "$dir" "$root$dir"; } || exit 125 ;; esac
+mount -t proc proc "$root/proc" || exit 125
+# The host's Python settings are not the root's; PYCEPH_ROOT_PYTHONPATH is meant for it.
+unset PYTHONHOME PYTHONPATH
+[ -z "${PYCEPH_ROOT_PYTHONPATH-}" ] || export PYTHONPATH="$PYCEPH_ROOT_PYTHONPATH"
+exec chroot "$root" /usr/bin/env -C "$cwd" "$@"
+"""
+
+
+class CephRelease:
+    """Where one Ceph release's daemons and tools run: the host (``root`` None) or a chroot.
+
+    ``name`` is the codename ("pacific", "reef", "tentacle"); ``major`` its version (16...).
+    Build one with :meth:`resolve`.
+    """
+
+    def __init__(self, name: str, root: Path | None):
+        self.name, self.root, self.major = name, root, RELEASES[name]
+        self._config: dict[str, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"CephRelease({self.name!r}, root={str(self.root) if self.root else None!r})"
+
+    @classmethod
+    def resolve(cls, name: str | None = None, *, build: bool = True) -> "CephRelease":
+        """The release ``name`` (default: the host's); builds its root if needed and ``build``.
+
+        Raises :class:`errors.InvalidArgumentError` for an unknown name,
+        :class:`CephNotInstalled` if neither the host nor a root has it.
+        """
+        host = host_release()
+        if name is None:
+            if host is None:
+                raise CephNotInstalled(f"Ceph binaries not found; install them with: {INSTALL_HINT} "
+                                       f"(or pick a release root: --release {'|'.join(RELEASES)})")
+            name = host
+        if name not in RELEASES:
+            raise errors.InvalidArgumentError(f"unknown Ceph release {name!r}; supported: {', '.join(RELEASES)}")
+        if name == host:
+            check_binaries()
+            return cls(name, None)
+        root = roots_dir() / name
+        if not (root / ROOT_READY).exists():
+            if not build:
+                raise CephNotInstalled(f"no {name} root in {root}; build it with scripts/release-root.sh {name}")
+            root = ensure_release_root(name, root=root)
+        return cls(name, root)
+
+    def argv(self, argv: list[str], *, dir: Path | None = None, cwd: str | None = None) -> list[str]:  # noqa: A002
+        """``argv`` as run for this release: unchanged on the host, else chrooted (see module doc).
+
+        ``dir`` (the cluster dir) is made visible inside the root; ``cwd`` (default: ours)
+        is kept if it is visible there (under /tmp or ``dir``), else ``/``.
+        """
+        if self.root is None:
+            return list(argv)
+        cwd = cwd or os.getcwd()
+        d = str(dir) if dir else ""
+        if not (cwd == "/tmp" or cwd.startswith("/tmp/") or (d and (cwd == d or cwd.startswith(d + "/")))):
+            cwd = "/"
+        return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", _CHROOT_SH, "sh",
+                str(self.root), d, cwd, *argv]
+
+    def run(self, argv: list[str], timeout: float = 60.0) -> str:
+        """Run a tool of this release (no cluster involved); stdout.  Raises :class:`CommandFailed`."""
+        r = subprocess.run(self.argv(argv), capture_output=True, text=True, timeout=timeout, env=_clean_env(),
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise CommandFailed(argv, r.returncode, r.stdout, r.stderr)
+        return r.stdout
+
+    def config_defaults(self) -> dict[str, str]:
+        """Every option's compiled-in/packaged default (``ceph-conf --show-config``), cached."""
+        if self._config is None:
+            out = self.run(["ceph-conf", "-c", "/dev/null", "--show-config"])
+            self._config = {}
+            for line in out.splitlines():
+                k, sep, v = line.partition(" = ")
+                if sep:
+                    self._config[k.strip()] = v.strip()
+        return self._config
+
+    def absolute_paths(self) -> dict[str, str]:
+        """``{option: absolute path}`` for the path options this release ships relative.
+
+        Debian's Reef/Tentacle set ``osd class dir = lib/x86_64-linux-gnu/rados-classes``
+        (relative to the prefix /usr): an OSD not started from /usr never finds cls_rbd.
+        Raises :class:`ClusterError` if the class dir holds no cls_rbd.
+        """
+        conf = self.config_defaults()
+        base = self.root or Path("/")
+        out = {}
+        for opt in _PATH_OPTIONS:
+            v = conf.get(opt, "")
+            if v and not v.startswith("/"):
+                cands = ["/usr/" + v, "/" + v]
+                out[opt] = next((c for c in cands if (base / c.lstrip("/")).is_dir()), cands[0])
+        cls_dir = out.get("osd_class_dir", conf.get("osd_class_dir", ""))
+        if not cls_dir or not any((base / cls_dir.lstrip("/")).glob("libcls_rbd.so*")):
+            raise ClusterError(f"{self.name}: no cls_rbd in osd class dir {cls_dir!r}; RBD would not work")
+        return out
+
+    @property
+    def default_key_type(self) -> str:
+        """The key type this release's ``ceph-authtool --gen-key`` makes ("aes" or "aes256k")."""
+        return "aes256k" if self.major >= _FIRST_AES256K_RELEASE else "aes"
+
+    def gen_keys(self, n: int, key_type: str | None = None) -> list[str]:
+        """``n`` new cephx secrets made by this release's ``ceph-authtool`` (one process).
+
+        ``key_type`` ("aes", "aes256k"; None: the release's default).  Raises
+        :class:`errors.InvalidArgumentError` for a type the release does not know.
+        """
+        kt = key_type or self.default_key_type
+        if kt not in KEY_TYPES:
+            raise errors.InvalidArgumentError(f"unknown key type {kt!r}; want one of {', '.join(KEY_TYPES)}")
+        if kt == "aes256k" and self.major < _FIRST_AES256K_RELEASE:
+            raise errors.InvalidArgumentError(f"{self.name} has no {kt} keys (first in tentacle)")
+        opt = f" --key-type {kt}" if key_type and self.major >= _FIRST_AES256K_RELEASE else ""
+        out = self.run(["sh", "-c", f'i=0; while [ $i -lt {int(n)} ]; do ceph-authtool --gen-print-key{opt} || exit; '
+                        "i=$((i+1)); done"], 60)
+        keys = out.split()
+        if len(keys) != n or any(key_type_of(k) != KEY_TYPES[kt] for k in keys):
+            raise ClusterError(f"{self.name} ceph-authtool made {keys and key_type_of(keys[0])} keys, wanted {kt}")
+        return keys
 
 
 def _keyring_entry(entity: str, key: str, caps: dict[str, str] | None = None) -> str:
@@ -235,6 +450,55 @@ def _listening_ports(pid: int) -> list[int]:
     return sorted(ports)
 
 
+def _mon_addrvec(m: dict) -> str:
+    """A mon's addrvec for ceph.conf and monmaptool: ``[v2:..,v1:..]``, ``[v1:..]`` if it has no v2 port."""
+    v2 = f"v2:127.0.0.1:{m['v2']}," if m.get("v2") else ""
+    return f"[{v2}v1:127.0.0.1:{m['v1']}]"
+
+
+# A Ceph log line: "2026-12-07T20:07:51.879+0000 7f3c2a1fe6c0 -1 mon.a@-1(???) e0 ..."
+_LOG_PREFIX = re.compile(r"^\S+T\S+ +[0-9a-f]+ +(-?\d+) +")
+_ERROR_WORDS = re.compile(r"error|fail|unable|refus|abort|denied|invalid|cannot|can't|no such|not found|"
+                          r"permission|exception|usage", re.I)
+
+
+def _daemon_words(out_text: str, log_text: str, n: int = 3) -> str:
+    """The last meaningful lines a daemon wrote while starting: its stderr's error lines,
+    else its log's derr (level -1) lines, else its last lines; joined with " | "."""
+    picked: list[str] = []
+    out_lines = [_LOG_PREFIX.sub("", x.strip()) for x in out_text.splitlines() if x.strip()]
+    log_lines = [x.strip() for x in log_text.splitlines() if x.strip()]
+    derr = []
+    for x in log_lines:
+        m = _LOG_PREFIX.match(x)
+        if m and int(m.group(1)) < 0:
+            derr.append(x[m.end():])
+    for cand in ([x for x in out_lines if _ERROR_WORDS.search(x)], derr, out_lines,
+                 [_LOG_PREFIX.sub("", x) for x in log_lines]):
+        for x in cand:
+            if x not in picked:
+                picked.append(x)
+        if picked:
+            break
+    return " | ".join(x[:300] for x in picked[-n:]) or "(it wrote nothing)"
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(1 << 20).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _daemon_type(name: str) -> str:
     kind, _, ident = name.partition(".")
     if kind not in ("mon", "osd", "mgr") or not ident:
@@ -260,6 +524,7 @@ class DevCluster:
         self.log_dir = self.dir / "log"
         self.run_dir = self.dir / "run"
         self._state_path = self.dir / STATE_FILE
+        self._release: CephRelease | None = None
 
     # -- persisted state -----------------------------------------------------
 
@@ -277,11 +542,32 @@ class DevCluster:
         return self.state["fsid"]
 
     @property
+    def release(self) -> CephRelease:
+        """The Ceph release whose daemons and tools this cluster runs (cluster.json; else the host's)."""
+        if self._release is None:
+            try:
+                st = self.state
+            except ClusterNotRunning:
+                st = {}
+            if st.get("release"):
+                self._release = CephRelease(st["release"], Path(st["root"]) if st.get("root") else None)
+            else:
+                self._release = CephRelease.resolve(None)
+        return self._release
+
+    @property
+    def ms_mode(self) -> str | None:
+        """The on-wire mode the cluster requires ("secure", "crc", "legacy") or None (Ceph's defaults)."""
+        return self.state.get("ms_mode")
+
+    @property
     def mon_addrs(self) -> list[str]:
-        """Every monitor address as ``"v2:127.0.0.1:P"`` / ``"v1:127.0.0.1:P"`` strings."""
+        """Every monitor address as ``"v2:127.0.0.1:P"`` / ``"v1:127.0.0.1:P"`` strings (v1 only if legacy)."""
         out = []
         for m in self.state["mons"]:
-            out += [f"v2:127.0.0.1:{m['v2']}", f"v1:127.0.0.1:{m['v1']}"]
+            if m.get("v2"):
+                out.append(f"v2:127.0.0.1:{m['v2']}")
+            out.append(f"v1:127.0.0.1:{m['v1']}")
         return out
 
     @property
@@ -347,10 +633,23 @@ class DevCluster:
 
     # -- CLI helpers -----------------------------------------------------------
 
+    def tool_argv(self, *argv: str, cwd: str | None = None) -> list[str]:
+        """``argv`` (a Ceph tool and its arguments) as run for this cluster's release.
+
+        The host's tool for the host's release; otherwise chrooted into the release root
+        with DIR and /tmp visible (file arguments must live there, or use ``-``).
+        Run it with :meth:`tool_env` so the tool finds DIR/ceph.conf by itself.
+        """
+        return self.release.argv([str(a) for a in argv], dir=self.dir, cwd=cwd)
+
+    def tool_env(self) -> dict[str, str]:
+        """Our environment without foreign Ceph settings, with CEPH_CONF = DIR/ceph.conf."""
+        return {**_clean_env(), "CEPH_CONF": str(self.conf_path)}
+
     def _run(self, argv: list[str], timeout: float, input: str | None = None) -> str:
         try:
             r = subprocess.run(
-                argv, capture_output=True, text=True, timeout=timeout, env=_clean_env(), input=input,
+                self.tool_argv(*argv), capture_output=True, text=True, timeout=timeout, env=_clean_env(), input=input,
                 stdin=None if input is not None else subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired as e:
@@ -377,11 +676,11 @@ class DevCluster:
         return out
 
     def rbd(self, *args: str, timeout: float = 60.0) -> str:
-        """Run ``rbd -c DIR/ceph.conf ARGS`` and return stdout.  Raises :class:`CommandFailed`."""
+        """Run the release's ``rbd -c DIR/ceph.conf ARGS`` and return stdout.  Raises :class:`CommandFailed`."""
         return self._run(["rbd", "-c", str(self.conf_path), *map(str, args)], timeout)
 
     def rados(self, *args: str, timeout: float = 60.0) -> str:
-        """Run ``rados -c DIR/ceph.conf ARGS`` and return stdout.  Raises :class:`CommandFailed`."""
+        """Run the release's ``rados -c DIR/ceph.conf ARGS`` and return stdout.  Raises :class:`CommandFailed`."""
         return self._run(["rados", "-c", str(self.conf_path), *map(str, args)], timeout)
 
     # -- pools -----------------------------------------------------------------
@@ -496,11 +795,21 @@ class DevCluster:
         conf: dict[str, Any] | None = None,
         *,
         timeout: float = 180.0,
+        release: str | None = None,
+        ms_mode: str | None = None,
+        client_key_type: str | None = None,
     ) -> float:
         """Create and start a fresh cluster; return the seconds it took.
 
         ``mons`` monitors (1..26), ``osds`` memstore OSDs (>= 1), ``conf`` extra
-        ``[global]`` options (``{"debug ms": 20}``).  Wipes leftovers of a stopped cluster
+        ``[global]`` options (``{"debug ms": 20}``).  ``release`` ("pacific", "reef",
+        "tentacle"; default the host's) picks the daemons and tools (a missing release
+        root is built first, see :func:`ensure_release_root`).  ``ms_mode`` "secure" /
+        "crc" requires that msgr2 mode of every connection, "legacy" makes a msgr1-only
+        cluster (v1 addresses only).  Keys are made by the release's ``ceph-authtool``
+        in its default type; ``client_key_type`` ("aes", "aes256k") gives client.admin
+        another type, as in a cluster upgraded to Tentacle (both ciphers allowed, service
+        keys stay in the default type).  Wipes leftovers of a stopped cluster
         in DIR.  Returns once all PGs are active+clean (pool ``rbd`` created and
         initialised).  Raises :class:`CephNotInstalled`, :class:`ClusterRunning` (DIR's
         cluster is alive; nothing is touched), :class:`ClusterError` (DIR holds
@@ -509,12 +818,20 @@ class DevCluster:
         """
         if not 1 <= mons <= 26 or osds < 1:
             raise errors.InvalidArgumentError(f"need 1..26 mons and >= 1 OSD, got {mons} and {osds}")
-        check_binaries()
+        if ms_mode not in (None, *MS_MODES):
+            raise errors.InvalidArgumentError(f"ms_mode must be one of {', '.join(MS_MODES)}, not {ms_mode!r}")
+        if client_key_type not in (None, *KEY_TYPES):
+            raise errors.InvalidArgumentError(
+                f"client key type must be one of {', '.join(KEY_TYPES)}, not {client_key_type!r}")
         t0 = time.monotonic()
+        rel = CephRelease.resolve(release)
+        if client_key_type == "aes256k" and rel.major < _FIRST_AES256K_RELEASE:
+            raise errors.InvalidArgumentError(f"{rel.name} has no aes256k keys (first in tentacle)")
         self._prepare_dir()
+        self._release = rel
         ports = _PortBlock(2 * mons + 10 * osds + 16)
         try:
-            self._write_config(mons, osds, ports, conf or {})
+            self._write_config(mons, osds, ports, conf or {}, ms_mode=ms_mode, client_key_type=client_key_type)
             self._bootstrap(timeout=timeout - (time.monotonic() - t0))
         except BaseException:
             try:
@@ -552,13 +869,17 @@ class DevCluster:
         tmp.write_text(_json.dumps(st, indent=1) + "\n")
         tmp.replace(self._state_path)
 
-    def _write_config(self, mons: int, osds: int, ports: _PortBlock, extra: dict[str, Any]) -> None:
+    def _write_config(self, mons: int, osds: int, ports: _PortBlock, extra: dict[str, Any], *,
+                      ms_mode: str | None = None, client_key_type: str | None = None) -> None:
         fsid = str(uuid.uuid4())
+        legacy = ms_mode == "legacy"
         mon_list = [
-            {"id": chr(ord("a") + i), "v2": ports.base + 2 * i, "v1": ports.base + 2 * i + 1} for i in range(mons)
+            {"id": chr(ord("a") + i), "v2": None if legacy else ports.base + 2 * i, "v1": ports.base + 2 * i + 1}
+            for i in range(mons)
         ]
         bind_min, bind_max = ports.base + 2 * mons, ports.base + ports.size - 1
-        mon_host = " ".join(f"[v2:127.0.0.1:{m['v2']},v1:127.0.0.1:{m['v1']}]" for m in mon_list)
+        mon_host = " ".join(_mon_addrvec(m) for m in mon_list)
+        rel = self.release
         d = self.dir
         size = min(osds, 3)
         glob: dict[str, Any] = {
@@ -577,6 +898,14 @@ class DevCluster:
             "osd crush chooseleaf type": 0,  # all OSDs share one host
             "mon allow pool delete": "true",
         }
+        # Paths the release ships relative (osd class dir ...): absolute, or no cls_rbd.
+        glob.update({k.replace("_", " "): v for k, v in rel.absolute_paths().items()})
+        if ms_mode == "legacy":
+            glob["ms bind msgr2"] = "false"
+        elif ms_mode:
+            for who in ("cluster", "service", "client"):
+                glob[f"ms {who} mode"] = ms_mode
+                glob[f"ms mon {who} mode"] = ms_mode
         for k, v in extra.items():
             glob[str(k).replace("_", " ")] = v
         daemon = {  # shared by mon, mgr and osd; clients ignore these sections
@@ -590,6 +919,10 @@ class DevCluster:
             "cluster addr": "127.0.0.1",
             "ms bind port min": bind_min,
             "ms bind port max": bind_max,
+            # A daemon failing at start-up (no mon data, bad option...) logs through an async
+            # thread that exit() may beat: flush at exit, and send errors to DIR/log/NAME.out too.
+            "err to stderr": "true",
+            "log flush on exit": "true",
         }
         sections = {
             "global": glob,
@@ -637,6 +970,10 @@ class DevCluster:
                 "mons": mon_list,
                 "mon_host": mon_host,
                 "osds": osds,
+                "release": rel.name,
+                "root": str(rel.root) if rel.root else None,
+                "ms_mode": ms_mode,
+                "client_key_type": client_key_type,
                 "osd_uuids": [str(uuid.uuid4()) for _ in range(osds)],
                 "port_block": [ports.base, ports.base + ports.size - 1],
                 "ms_bind_port_range": [bind_min, bind_max],
@@ -647,17 +984,22 @@ class DevCluster:
     def _bootstrap(self, timeout: float) -> None:
         t0 = time.monotonic()
         st = self.state
-        admin = gen_cephx_key()
+        rel = self.release
+        # Keys come from the release's own ceph-authtool, in its default type (Tentacle:
+        # AES256KRB5); client.admin may get another type (an upgraded cluster).
+        service_type = rel.default_key_type
+        client_type = st.get("client_key_type") or service_type
+        keys = rel.gen_keys(st["osds"] + 3)
+        admin = keys[0] if client_type == service_type else rel.gen_keys(1, client_type)[0]
+        mon_key, mgr_key, osd_keys = keys[1], keys[2], keys[3:]
         self.keyring_path.write_text(
             _keyring_entry("client.admin", admin, {"mds": "allow *", "mon": "allow *", "osd": "allow *", "mgr": "allow *"})
         )
         os.chmod(self.keyring_path, 0o600)
         # Pre-register mgr and OSD keys in the initial mon store: saves one CLI round trip each.
-        osd_keys = [gen_cephx_key() for _ in range(st["osds"])]
-        mgr_key = gen_cephx_key()
         mon_keyring = self.dir / "mon.keyring"
         mon_keyring.write_text(
-            _keyring_entry("mon.", gen_cephx_key(), {"mon": "allow *"})
+            _keyring_entry("mon.", mon_key, {"mon": "allow *"})
             + self.keyring_path.read_text()
             + _keyring_entry(f"mgr.{MGR_ID}", mgr_key, {"mon": "allow profile mgr", "osd": "allow *", "mds": "allow *"})
             + "".join(
@@ -666,9 +1008,14 @@ class DevCluster:
             )
         )
         monmap = self.dir / "monmap"
-        argv = ["monmaptool", "--create", "--fsid", st["fsid"], "--enable-all-features", "--set-min-mon-release", "pacific"]
+        # The release's monmaptool sets min_mon_release to its own release (a Tentacle mon
+        # refuses a map "more than two releases older than installed").
+        argv = ["monmaptool", "--create", "--fsid", st["fsid"], "--enable-all-features"]
+        if client_type != service_type:  # monmap's auth_allowed_ciphers (Tentacle): allow both
+            argv += ["--auth-allowed-ciphers", f"{service_type},{client_type}",
+                     "--auth-service-cipher", service_type, "--auth-preferred-cipher", service_type]
         for m in st["mons"]:
-            argv += ["--addv", m["id"], f"[v2:127.0.0.1:{m['v2']},v1:127.0.0.1:{m['v1']}]"]
+            argv += ["--addv", m["id"], _mon_addrvec(m)]
         self._run([*argv, str(monmap)], 30)
 
         conf = str(self.conf_path)
@@ -719,12 +1066,17 @@ class DevCluster:
             raise ClusterRunning(f"{name} is already running (pid {self.pid(name)})")
         self.pidfile(name).unlink(missing_ok=True)
         out = self.log_dir / f"{name}.out"
+        log = self.log_dir / f"{name}.log"
+        out_at, log_at = _size(out), _size(log)
+        argv = [f"ceph-{kind}", "-c", str(self.conf_path), "-i", ident]
+        env = _clean_env()
+        if kind == "mgr" and (shim := self._mgr_bcrypt_shim()):
+            env["PYCEPH_ROOT_PYTHONPATH"] = str(shim)
         with open(out, "ab") as f:
             # The parent exits once the forked daemon has initialised (or failed to).
             p = subprocess.Popen(
-                [f"ceph-{kind}", "-c", str(self.conf_path), "-i", ident],
-                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, env=_clean_env(),
-                start_new_session=True,
+                self.tool_argv(*argv), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True,
             )
         try:
             rc = p.wait(timeout=120)
@@ -732,17 +1084,47 @@ class DevCluster:
             p.kill()
             p.wait()
             rc = -9
+
+        def words() -> str:
+            return _daemon_words(_read_from(out, out_at), _read_from(log, log_at))
+
         if rc != 0:
-            tail = out.read_text(errors="replace").strip().splitlines()[-3:]
-            raise ClusterError(
-                f"{name} failed to start (exit {rc}): {' | '.join(tail)} (logs: {self.log_dir}/{name}.log)"
-            )
+            raise ClusterError(f"{name} ({self.release.name}) failed to start (exit {rc}): {words()} "
+                               f"(log: {log})")
         deadline = time.monotonic() + 10
         while (pid := self.pid(name)) is None:
             if time.monotonic() > deadline:
-                raise ClusterError(f"{name} started but wrote no pid file {self.pidfile(name)}")
+                raise ClusterError(f"{name} ({self.release.name}) started but wrote no pid file "
+                                   f"{self.pidfile(name)} within 10s: {words()} (log: {log})")
             time.sleep(0.05)
         return pid
+
+    def _mgr_bcrypt_shim(self) -> Path | None:
+        """A directory with a stand-in ``bcrypt`` module for a mgr that cannot import the real one.
+
+        Reef's mgr_util imports bcrypt at module level, and Debian trixie's bcrypt is a PyO3
+        module, which refuses to load in the mgr's Python subinterpreters: every mgr module
+        fails ("PyO3 modules do not yet support subinterpreters").  Only the dashboard
+        hashes passwords with it, so the stand-in raises ImportError on first use instead.
+        None where the release's mgr_util does not import bcrypt at load time.
+        """
+        root = self.release.root
+        if root is None:
+            return None
+        try:
+            util = (root / "usr/share/ceph/mgr/mgr_util.py").read_text()
+        except OSError:
+            return None
+        if not re.search(r"^import bcrypt$", util, re.M):
+            return None
+        shim = self.dir / "mgr-pyshim"
+        shim.mkdir(exist_ok=True)
+        (shim / "bcrypt.py").write_text(
+            '"""pyceph dev cluster: stand-in for bcrypt, a PyO3 module the mgr\'s subinterpreters cannot load."""\n\n\n'
+            "def __getattr__(name):\n"
+            '    raise ImportError(f"bcrypt.{name}: bcrypt cannot load in ceph-mgr subinterpreters (PyO3)")\n'
+        )
+        return shim
 
     def kill(self, name: str, sig: int = signal.SIGKILL, *, wait: float = 10.0) -> None:
         """Send ``sig`` (default SIGKILL) to daemon ``name`` and wait until it is gone.
@@ -820,6 +1202,7 @@ class DevCluster:
         """Describe the cluster as a JSON-able dict.
 
         Keys: ``dir``, ``running`` (bool), ``fsid``, ``conf``, ``keyring``, ``mon_host``,
+        ``release`` (codename), ``root`` (its root filesystem or None), ``ms_mode``,
         ``daemons`` (``[{"name", "pid" (int|None), "running", "ports": [int]}]``),
         ``health`` (``HEALTH_OK``/``HEALTH_WARN``/... or None if not running or the
         monitors did not answer within ``health_timeout`` s), ``health_checks``
@@ -832,7 +1215,8 @@ class DevCluster:
         except ClusterNotRunning:
             return out
         out.update(fsid=st["fsid"], conf=str(self.conf_path), keyring=str(self.keyring_path),
-                   mon_host=st["mon_host"], start_seconds=st.get("start_seconds"))
+                   mon_host=st["mon_host"], start_seconds=st.get("start_seconds"), release=st.get("release"),
+                   root=st.get("root"), ms_mode=st.get("ms_mode"))
         for name, pid in self.pids().items():
             out["daemons"].append(
                 {"name": name, "pid": pid, "running": pid is not None, "ports": _listening_ports(pid) if pid else []}

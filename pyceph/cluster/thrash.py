@@ -73,6 +73,8 @@ from typing import Any, Callable, Sequence
 
 import google_crc32c
 
+from pyceph.cluster.launcher import MS_MODES, RELEASES
+
 
 def crc32c(data: Any, seed: int = 0) -> int:
     """Standard CRC-32C (the checker's own sector checksum, not Ceph's ceph_crc32c)."""
@@ -570,6 +572,8 @@ class ThrashOptions:
     seed: int | None = None
     mons: int = 3
     osds: int = 3
+    release: str | None = None  # Ceph release of the cluster (default: the host's)
+    ms_mode: str | None = None  # on-wire mode the cluster requires (secure|crc|legacy)
     kinds: tuple[str, ...] = FAULT_KINDS
     min_rounds: int = 1
     image_size: int = 256 * MiB
@@ -653,8 +657,9 @@ class Thrasher:
         self.cluster = DevCluster(self.cdir)
         conf = {"auth service ticket ttl": self.o.ticket_ttl, "auth mon ticket ttl": self.o.mon_ticket_ttl}
         self.log(f"starting cluster: {self.o.mons} mons, {self.o.osds} OSDs, ticket ttl {self.o.ticket_ttl:g}s in {self.cdir}")
-        secs = self.cluster.start(mons=self.o.mons, osds=self.o.osds, conf=conf)
-        self.log(f"cluster active+clean in {secs:.1f}s")
+        secs = self.cluster.start(mons=self.o.mons, osds=self.o.osds, conf=conf, release=self.o.release,
+                                  ms_mode=self.o.ms_mode)
+        self.log(f"{self.cluster.release.name} cluster active+clean in {secs:.1f}s")
         # The client gets its own cephx user (as a krbd host would), so the monitors' auth
         # log (debug_auth 10, mons only) shows exactly its ticket renewals.
         self.keyring = self.dir / f"{CLIENT_USER}.keyring"
@@ -1211,7 +1216,7 @@ class Thrasher:
 
     def _verify_librbd(self, result: dict[str, Any]) -> dict[str, Any] | None:
         assert self.cluster is not None
-        path = self.dir / "export.img"
+        path = self.cluster.dir / "export.img"  # visible to a chrooted release's rbd too
         try:
             self.log("verifying the region again from librbd (rbd export)")
             self.cluster.rbd("export", "--no-progress", f"rbd/{self.image}", str(path), timeout=300)
@@ -1280,6 +1285,8 @@ class Thrasher:
             "fault_seconds": round(getattr(self, "t_faults_end", _now()) - getattr(self, "t_faults", _now()), 1),
             "rounds_completed": rounds,
             "cluster": {"mons": self.o.mons, "osds": self.o.osds, "pool": "rbd size 3 min_size 2",
+                        "release": self.cluster.release.name if self.cluster else self.o.release,
+                        "ms_mode": self.o.ms_mode,
                         "auth_service_ticket_ttl": self.o.ticket_ttl, "auth_mon_ticket_ttl": self.o.mon_ticket_ttl},
             "image": f"rbd/{self.image}", "device": self.dev,
             "client_routed_via_proxy": self.routed,
@@ -1434,6 +1441,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"seconds of fault injection; at least --min-rounds full rounds (default {d.duration:g})")
     p.add_argument("--dir", default=None, help="run directory (default: a new temp dir); must not hold a running cluster")
     p.add_argument("--seed", type=int, default=None, help="random seed (targets, offsets); printed in the report")
+    p.add_argument("--release", choices=list(RELEASES), default=None,
+                   help="Ceph release of the cluster (default: the host's; see `pyceph cluster start --release`)")
+    p.add_argument("--ms-mode", choices=list(MS_MODES), default=None, help="on-wire mode the cluster requires")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--kinds", default=",".join(FAULT_KINDS), help="comma list of fault kinds (default: all)")
     p.add_argument("--min-rounds", type=int, default=d.min_rounds, help="full rounds of all kinds (default 1)")
@@ -1462,7 +1472,7 @@ def run_from_args(a: argparse.Namespace, command: str) -> int:
     opts = ThrashOptions(duration=a.duration, dir=a.dir, seed=a.seed, kinds=kinds, min_rounds=a.min_rounds,
                          region=a.region * MiB, ticket_ttl=a.ticket_ttl, mon_pull_time=a.mon_pull_time,
                          osd_pull_time=a.osd_pull_time, hang_timeout=a.hang_timeout, keep_cluster=a.keep_cluster, iops=a.iops,
-                         reference=a.reference, client_debug=a.client_debug,
+                         reference=a.reference, client_debug=a.client_debug, release=a.release, ms_mode=a.ms_mode,
                          command=command)
     t = Thrasher(opts)
 

@@ -2,6 +2,9 @@
 
 ``cluster``      session-scoped :class:`pyceph.cluster.DevCluster` (1 mon, 3 memstore OSDs,
                  pool ``rbd``) started in a fresh temp dir and stopped at session end.
+                 $PYCEPH_TEST_RELEASE (pacific|reef|tentacle; default the host's) picks the
+                 Ceph release, $PYCEPH_TEST_MS_MODE (secure|crc|legacy) the on-wire mode the
+                 cluster requires.  Oracles run that release's own tools (helpers.tool).
                  With $PYCEPH_TEST_CLUSTER_DIR set, the already-running cluster in that dir
                  is used instead and never stopped (developer speed).
 ``ecpool``       name of an erasure-coded pool (k=2, m=1, failure domain osd,
@@ -27,10 +30,10 @@ from pathlib import Path
 
 import pytest
 
-from pyceph.cluster import CephNotInstalled, DevCluster, check_binaries
+from pyceph.cluster import CephNotInstalled, CephRelease, DevCluster
 from pyceph.rados import Rados
 
-from .helpers import mapping_registry
+from .helpers import mapping_registry, wanted_ms_mode, wanted_release
 
 _HERE = Path(__file__).parent.resolve()
 
@@ -47,6 +50,7 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
+    want_release, want_mode = wanted_release(), wanted_ms_mode()
     reuse = os.environ.get("PYCEPH_TEST_CLUSTER_DIR")
     if reuse:
         c = DevCluster(reuse)
@@ -56,14 +60,20 @@ def cluster(tmp_path_factory):
                 f"start one with `python -m pyceph.cluster.cli start --dir {reuse}` or unset it",
                 pytrace=False,
             )
+        if want_release and c.release.name != want_release:
+            pytest.fail(f"PYCEPH_TEST_CLUSTER_DIR={reuse} runs {c.release.name}, "
+                        f"PYCEPH_TEST_RELEASE wants {want_release}", pytrace=False)
+        if want_mode and c.ms_mode != want_mode:
+            pytest.fail(f"PYCEPH_TEST_CLUSTER_DIR={reuse} has ms mode {c.ms_mode}, "
+                        f"PYCEPH_TEST_MS_MODE wants {want_mode}", pytrace=False)
         yield c  # not ours: never stopped
         return
     try:
-        check_binaries()
+        CephRelease.resolve(want_release)  # builds a missing release root (once)
     except CephNotInstalled as e:
         pytest.fail(str(e), pytrace=False)
     c = DevCluster(tmp_path_factory.mktemp("cluster"))
-    c.start(mons=1, osds=3)  # stops whatever it started if it fails
+    c.start(mons=1, osds=3, release=want_release, ms_mode=want_mode)  # stops whatever it started if it fails
     try:
         yield c
     finally:

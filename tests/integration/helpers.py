@@ -2,15 +2,22 @@
 
 ``uniq(prefix)``          ``prefix-<8 hex>``: names unique per run, so a reused cluster never collides.
 ``run(argv, ...)``        run a command (bytes out); non-zero exit raises AssertionError with its stderr.
+``tool(cluster, "rbd")``  argv prefix running the cluster's release's own tool (host or chroot):
+                          every oracle (rbd, ceph, rados, ceph-authtool, osdmaptool) goes through it.
+``wanted_release()``      $PYCEPH_TEST_RELEASE (None: the host's); ``wanted_ms_mode()`` $PYCEPH_TEST_MS_MODE.
+``release(cluster)``      the cluster's Ceph release codename; ``major(cluster)`` its version (16, 18, 20).
 ``rbd(cluster, ...)``     librbd's ``rbd`` CLI against ``cluster``'s conf (bytes out; ``run``'s keywords).
+``ceph(cluster, ...)``    the release's ``ceph`` CLI, same keywords; ``rados(cluster, ...)`` likewise.
 ``prbd(cluster, ...)``    pyceph's ``prbd`` CLI (``python -m pyceph.cli.prbd``), same keywords.
 ``rbd_json``              ``rbd ... --format json``, decoded.
 ``rbd_export``            the whole image (or snapshot) as librbd reads it.
 ``pmap(cluster, spec)``   ``prbd map``; returns the /dev/loopN device.
 ``read_dev(dev, ...)``    read a (mapped) block device.
 ``dumps(obj)``            compact JSON like ``rbd --format json``.
+
+Where librbd's behaviour changed between releases, prbd follows the newest release;
+``release_compat.py`` knows which release prints what.
 ``mapping_registry``      a private ``$PYCEPH_RUN_DIR`` for ``prbd map``; leftovers force-unmapped.
-``make_v1_only(cluster)`` turn a freshly started DevCluster into a v1-only (msgr1) one.
 """
 
 from __future__ import annotations
@@ -18,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import uuid
@@ -42,9 +48,46 @@ def run(argv, *, check: bool = True, input: bytes | None = None, timeout: float 
     return r
 
 
+def wanted_release() -> str | None:
+    """$PYCEPH_TEST_RELEASE (pacific|reef|tentacle), or None for the host's release."""
+    return os.environ.get("PYCEPH_TEST_RELEASE") or None
+
+
+def wanted_ms_mode() -> str | None:
+    """$PYCEPH_TEST_MS_MODE (secure|crc|legacy), or None for Ceph's defaults."""
+    return os.environ.get("PYCEPH_TEST_MS_MODE") or None
+
+
+def tool(cluster, name: str, *args) -> list[str]:
+    """argv running the cluster's release's own Ceph tool ``name`` with ``args`` (no ``-c`` added).
+
+    File arguments must be under /tmp or the cluster dir (a chrooted release sees only those)."""
+    return cluster.tool_argv(name, *map(str, args))
+
+
+def release(cluster) -> str:
+    """The cluster's Ceph release codename ("pacific", "reef", "tentacle")."""
+    return cluster.release.name
+
+
+def major(cluster) -> int:
+    """The cluster's Ceph major version (16 pacific, 18 reef, 20 tentacle)."""
+    return cluster.release.major
+
+
 def rbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
-    """librbd's ``rbd`` CLI (bytes out)."""
-    return run(["rbd", "-c", cluster.conf_path, *args], **kw)
+    """librbd's ``rbd`` CLI of the cluster's release (bytes out)."""
+    return run(tool(cluster, "rbd", "-c", cluster.conf_path, *args), **kw)
+
+
+def ceph(cluster, *args, **kw) -> subprocess.CompletedProcess:
+    """The ``ceph`` CLI of the cluster's release (bytes out)."""
+    return run(tool(cluster, "ceph", "-c", cluster.conf_path, *args), **kw)
+
+
+def rados(cluster, *args, **kw) -> subprocess.CompletedProcess:
+    """The ``rados`` CLI of the cluster's release (bytes out)."""
+    return run(tool(cluster, "rados", "-c", cluster.conf_path, *args), **kw)
 
 
 def prbd(cluster, *args, **kw) -> subprocess.CompletedProcess:
@@ -113,35 +156,3 @@ def dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
 
 
-def make_v1_only(cluster) -> str:
-    """Make ``cluster`` (a started :class:`pyceph.cluster.DevCluster`) v1-only: stop it,
-    rewrite every monitor's MonMap to v1 addresses only (``monmaptool --addv``), set
-    ``ms bind msgr2 = false`` and ``mon host`` to the v1 addresses in its ceph.conf and
-    start every daemon again, so monitors, OSDs and the mgr bind and publish v1 only
-    (what ``ceph mon dump`` / ``ceph osd dump`` then show).  Returns the new ``mon host``.
-    OSDs are memstore: a clean stop keeps their data.  Raises AssertionError on failure.
-    """
-    conf = cluster.conf_path.read_text()
-    names = sorted(cluster.pids())
-    cluster.stop()
-    line = conf.split("mon host =", 1)[1].splitlines()[0]
-    mons = re.findall(r"v1:([\d.]+):(\d+)", line)
-    assert mons, line
-    cfg = str(cluster.conf_path)
-    for i in range(len(mons)):
-        mid = chr(ord("a") + i)
-        mm = str(cluster.dir / f"monmap.{mid}")
-        run(["ceph-mon", "-c", cfg, "-i", mid, "--extract-monmap", mm])
-        for j, (ip, port) in enumerate(mons):
-            mj = chr(ord("a") + j)
-            run(["monmaptool", mm, "--rm", mj])
-            run(["monmaptool", mm, "--addv", mj, f"[v1:{ip}:{port}]"])
-        run(["ceph-mon", "-c", cfg, "-i", mid, "--inject-monmap", mm])
-    host = " ".join(f"v1:{ip}:{port}" for ip, port in mons)
-    conf = re.sub(r"mon host = .*", f"mon host = {host}", conf, count=1)
-    conf = conf.replace("[global]\n", "[global]\n\tms bind msgr2 = false\n", 1)
-    cluster.conf_path.write_text(conf)
-    for n in [n for n in names if n.startswith("mon.")] + [n for n in names if not n.startswith("mon.")]:
-        cluster.start_daemon(n)
-    cluster.wait_clean(120)
-    return host

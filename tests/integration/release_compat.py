@@ -42,6 +42,8 @@ def parse_major(text: Any) -> int:
     otherwise."""
     if isinstance(text, int):
         return text
+    if isinstance(getattr(text, "major", None), int):  # pyceph.cluster.CephRelease
+        return int(text.major)
     s = str(text).strip()
     if s.lower() in RELEASE_MAJOR:
         return RELEASE_MAJOR[s.lower()]

@@ -20,7 +20,9 @@ from pyceph.cluster import (
     check_binaries,
     default_cluster_dir,
 )
-from pyceph.cluster.launcher import _proc_cmdline, _pid_alive
+from pyceph.cluster.launcher import KEY_TYPES, _pid_alive, _proc_cmdline, key_type_of
+
+from .helpers import tool, wanted_release
 
 CEPH_DEFAULT_PORTS = {3300, 6789} | set(range(6800, 7301))
 CLI = [sys.executable, "-m", "pyceph.cluster.cli"]
@@ -64,10 +66,17 @@ def test_config_is_self_contained_and_secure(cluster):
     glob = text.split("[global]", 1)[1].split("\n[", 1)[0]
     assert f"fsid = {cluster.fsid}" in glob
     assert f"keyring = {cluster.keyring_path}" in glob and cluster.keyring_path.is_absolute()
-    assert "mon host = [v2:127.0.0.1:" in glob and ",v1:127.0.0.1:" in glob
+    if cluster.ms_mode == "legacy":
+        assert "mon host = [v1:127.0.0.1:" in glob and "v2:" not in glob
+    else:
+        assert "mon host = [v2:127.0.0.1:" in glob and ",v1:127.0.0.1:" in glob
     for opt in ("cluster", "service", "client"):
         assert f"auth {opt} required = cephx" in glob
-    assert len(cluster.admin_key) == 40 and f"key = {cluster.admin_key}" in cluster.keyring_path.read_text()
+    # The release's own key type: AES (16-byte secret) up to Reef, AES256KRB5 (32) from Tentacle.
+    want_type = KEY_TYPES[cluster.state.get("client_key_type") or cluster.release.default_key_type]
+    assert key_type_of(cluster.admin_key) == want_type
+    assert len(cluster.admin_key) == (40 if want_type == 1 else 60)
+    assert f"key = {cluster.admin_key}" in cluster.keyring_path.read_text()
     # What the running mon really uses, via its admin socket.
     asok = str(cluster.run_dir / f"mon.{cluster.state['mons'][0]['id']}.asok")
     got = cluster.ceph("--admin-daemon", asok, "config", "get", "auth_allow_insecure_global_id_reclaim")
@@ -79,7 +88,8 @@ def test_config_is_self_contained_and_secure(cluster):
 def test_mons_speak_msgr2_and_msgr1_on_non_default_ports(cluster):
     monmap = cluster.ceph("mon", "dump")
     addrs = [a for m in monmap["mons"] for a in m["public_addrs"]["addrvec"]]
-    assert sorted(a["type"] for a in addrs) == sorted(["v2", "v1"] * len(monmap["mons"]))
+    types = ["v1"] if cluster.ms_mode == "legacy" else ["v2", "v1"]
+    assert sorted(a["type"] for a in addrs) == sorted(types * len(monmap["mons"]))
     assert sorted(f"{a['type']}:{a['addr']}" for a in addrs) == sorted(cluster.mon_addrs)
     for a in addrs:
         host, port = a["addr"].rsplit(":", 1)
@@ -123,8 +133,8 @@ def test_rbd_cli_create_ls_rm(cluster):
 
 
 def test_ceph_tools_work_with_only_conf(cluster, tmp_path):
-    # Ceph's own CLI with nothing but -c DIR/ceph.conf, from an unrelated cwd.
-    r = subprocess.run(["ceph", "-c", str(cluster.conf_path), "health"], cwd=tmp_path,
+    # The release's own CLI with nothing but -c DIR/ceph.conf, from an unrelated cwd.
+    r = subprocess.run(tool(cluster, "ceph", "-c", cluster.conf_path, "health"), cwd=tmp_path,
                        capture_output=True, text=True, timeout=60, env={"PATH": os.environ["PATH"]})
     assert r.returncode == 0 and r.stdout.strip() == "HEALTH_OK", r.stderr
 
@@ -200,7 +210,7 @@ def test_second_cluster_does_not_collide_and_stops_clean(cluster, tmp_path):
     d = tmp_path / "second"
     c2 = DevCluster(d)
     try:
-        c2.start(mons=1, osds=1)
+        c2.start(mons=1, osds=1, release=cluster.release.name)
         assert c2.fsid != cluster.fsid
         _assert_health_ok(c2)
         _assert_health_ok(cluster)
@@ -224,7 +234,8 @@ def test_second_cluster_does_not_collide_and_stops_clean(cluster, tmp_path):
 
     # Leftovers of a stopped cluster are wiped: a new start makes a new cluster.
     try:
-        c2.start(mons=1, osds=1)
+        c2.start(mons=1, osds=1, release=cluster.release.name)
+        assert c2.release.name == cluster.release.name
         assert c2.fsid != old_fsid
     finally:
         c2.stop()
@@ -264,7 +275,7 @@ def test_missing_binaries_give_install_hint(monkeypatch, tmp_path):
 
 
 def test_fixture_fails_not_skips_without_binaries(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PYCEPH_TEST_CLUSTER_DIR"}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYCEPH_TEST_CLUSTER_DIR", "PYCEPH_TEST_RELEASE")}
     env["PATH"] = str(tmp_path)
     here = Path(__file__).resolve()
     r = subprocess.run(
@@ -281,7 +292,7 @@ def test_failed_start_leaves_no_process(tmp_path):
     c = DevCluster(tmp_path / "broken")
     # mon and mgr come up, then OSD mkfs cannot create its data dir.
     with pytest.raises(CommandFailed, match="ceph-osd"):
-        c.start(mons=1, osds=1, conf={"osd data": "/proc/pyceph-no-such-dir/$name"})
+        c.start(mons=1, osds=1, conf={"osd data": "/proc/pyceph-no-such-dir/$name"}, release=wanted_release())
     assert not c.is_running()
     assert _procs_mentioning(str(c.dir)) == []
 

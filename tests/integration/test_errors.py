@@ -34,6 +34,8 @@ from pyceph.errors import (
 )
 from pyceph.rados import AsyncRados, Rados
 
+from .helpers import tool
+
 REPO = Path(__file__).resolve().parents[2]
 PRBD = [sys.executable, "-m", "pyceph.cli.prbd"]
 PYCEPH = [sys.executable, "-m", "pyceph.cli.pyceph_cli"]
@@ -199,7 +201,7 @@ def test_unknown_entity_is_auth_error(cluster):
     assert isinstance(e, AuthError), repr(e)
     assert "client.nosuch" in str(e) and elapsed < 5
     # Ceph agrees the entity does not exist (so this was the "unknown entity" case).
-    r = subprocess.run(["ceph", "-c", str(cluster.conf_path), "auth", "get", "client.nosuch"],
+    r = subprocess.run([*tool(cluster, "ceph"), "-c", str(cluster.conf_path), "auth", "get", "client.nosuch"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "ENOENT" in r.stderr + r.stdout
     assert_healthy(cluster)
@@ -333,7 +335,7 @@ def keeper_image(cluster):
         yield name
     finally:
         for n in (name, f"{name}-data"):
-            subprocess.run(["rbd", "-c", str(cluster.conf_path), "rm", "--no-progress", f"rbd/{n}"],
+            subprocess.run([*tool(cluster, "rbd"), "-c", str(cluster.conf_path), "rm", "--no-progress", f"rbd/{n}"],
                            capture_output=True, timeout=60)
         src.unlink()
 

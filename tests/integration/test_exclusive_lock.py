@@ -38,6 +38,8 @@ from pyceph.rbd import watch_notify as wn
 from pyceph.rbd.exclusive_lock import ExclusiveLock
 from pyceph.rbd.image_watcher import ImageWatcher
 
+from .helpers import tool
+
 MiB = 1 << 20
 
 
@@ -46,7 +48,7 @@ def uniq(prefix: str) -> str:
 
 
 def rbd(cluster, *args, check=True, timeout=180) -> subprocess.CompletedProcess:
-    r = subprocess.run(["rbd", "-c", str(cluster.conf_path), *map(str, args)],
+    r = subprocess.run(tool(cluster, "rbd", "-c", cluster.conf_path, *args),
                        capture_output=True, text=True, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f"rbd {' '.join(map(str, args))} failed ({r.returncode}): {r.stderr}")
@@ -161,7 +163,7 @@ def test_librbd_bench_and_pyceph_take_the_lock_in_turns(cluster, image):
                 requests_before = s.watcher.stats.get("RequestLock", 0)
                 releases_before = s.events.count("releasing")
                 bench = await asyncio.create_subprocess_exec(
-                    "rbd", "-c", str(cluster.conf_path), "bench", "--io-type", "write", "--io-size", "4K",
+                    *tool(cluster, "rbd"), "-c", str(cluster.conf_path), "bench", "--io-type", "write", "--io-size", "4K",
                     "--io-threads", "1", "--io-total", "16M", "--io-pattern", "seq", f"rbd/{name}",
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
                 waiter = asyncio.ensure_future(bench.communicate())
@@ -260,8 +262,8 @@ def test_librbd_maintenance_ops_while_pyceph_owns_the_lock(cluster, image):
 def test_killed_librbd_owner_is_blocklisted_and_its_lock_broken(cluster, image):
     name = image("layering,exclusive-lock")
     bench = subprocess.Popen(
-        ["rbd", "-c", str(cluster.conf_path), "bench", "--io-type", "write", "--io-size", "4K",
-         "--io-total", "10G", f"rbd/{name}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tool(cluster, "rbd", "-c", cluster.conf_path, "bench", "--io-type", "write", "--io-size", "4K",
+             "--io-total", "10G", f"rbd/{name}"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         locks = []

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from pyceph.cluster import CephNotInstalled, DevCluster, check_binaries
+from pyceph.cluster import CephNotInstalled, CephRelease, DevCluster
 from pyceph.cluster import faultproxy as fp
 from pyceph.config import ClientConfig
 from pyceph.errors import Blocklisted, TimedOut
@@ -39,7 +39,7 @@ from pyceph.auth.hooks import AuthHooksMixin
 from pyceph.rados import AsyncRados
 from pyceph.types import ADDR_TYPE_MSGR2, ENTITY_TYPE_MON, ENTITY_TYPE_OSD
 
-from .helpers import uniq
+from .helpers import tool, uniq, wanted_ms_mode, wanted_release
 
 POOL = "rbd"
 FAST = {  # seconds
@@ -103,12 +103,12 @@ def fc(tmp_path_factory):
         own = False
     else:
         try:
-            check_binaries()
+            CephRelease.resolve(wanted_release())
         except CephNotInstalled as e:
             pytest.fail(str(e), pytrace=False)
         c = DevCluster(tmp_path_factory.mktemp("faults"))
         t0 = time.monotonic()
-        c.start(mons=3, osds=3)
+        c.start(mons=3, osds=3, release=wanted_release(), ms_mode=wanted_ms_mode())
         note(f"3-mon cluster started in {time.monotonic() - t0:.1f}s")
         own = True
     try:
@@ -924,7 +924,7 @@ def test_exclusive_lock_survives_fault_and_librbd_gets_it(fc, tmp_path, fault):
             t0 = time.monotonic()
             try:
                 p = await asyncio.to_thread(
-                    subprocess.run, ["rbd", "-c", fc.conf, "bench", "--io-type", "write", "--io-size", "4K",
+                    subprocess.run, [*tool(fc.cluster, "rbd"), "-c", fc.conf, "bench", "--io-type", "write", "--io-size", "4K",
                                      "--io-threads", "1", "--io-total", "1M", "--io-pattern", "seq", spec],
                     capture_output=True, text=True, timeout=90)
             except subprocess.TimeoutExpired:

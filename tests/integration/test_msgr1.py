@@ -16,13 +16,13 @@ import time
 import pytest
 
 from pyceph.auth.crypto import CryptoKey
-from pyceph.cluster import CephNotInstalled, DevCluster, check_binaries
+from pyceph.cluster import CephNotInstalled, CephRelease, DevCluster
 from pyceph.config import ClientConfig
 from pyceph.errors import AuthError, ConfigError
 from pyceph.rados import AsyncRados, Rados
 from pyceph.rbd import RBD, Image
 
-from .helpers import make_v1_only, pmap, prbd, rbd, rbd_export, run, uniq
+from .helpers import pmap, prbd, rbd, rbd_export, run, uniq, wanted_release
 
 
 def _protocols(rados: Rados) -> tuple[str, set[str]]:
@@ -154,14 +154,15 @@ def test_msgr1_lost_reply_append_applied_once(cluster):
 
 @pytest.fixture(scope="module")
 def v1c(tmp_path_factory):
+    """``pyceph cluster start --ms-mode legacy`` (v1 MonMap, ``ms bind msgr2 = false``) of
+    the release under test ($PYCEPH_TEST_RELEASE, default the host's), 3 monitors."""
     try:
-        check_binaries()
+        CephRelease.resolve(wanted_release())
     except CephNotInstalled as e:
         pytest.fail(str(e), pytrace=False)
     c = DevCluster(tmp_path_factory.mktemp("v1only"))
-    c.start(mons=3, osds=3)
+    c.start(mons=3, osds=3, release=wanted_release(), ms_mode="legacy")
     try:
-        make_v1_only(c)
         yield c
     finally:
         c.stop()

@@ -32,6 +32,8 @@ from pyceph.osdmap import OSDMap
 from pyceph.osdmap.tool import osd_map_json
 from pyceph.rados import AsyncRados
 
+from .helpers import tool
+
 REPO = Path(__file__).resolve().parents[2]
 OSD_MAP_KEYS = ["epoch", "pool", "pool_id", "objname", "raw_pgid", "pgid", "up", "up_primary", "acting",
                 "acting_primary"]
@@ -101,9 +103,10 @@ json.dump(out, sys.stdout)
 """
 
 
-def ceph_python() -> str:
-    """The Python interpreter the ``ceph`` CLI runs under (it has Ceph's ``rados`` module)."""
-    ceph = shutil.which("ceph")
+def ceph_python(cluster) -> str:
+    """The Python interpreter the release's ``ceph`` CLI runs under (it has that release's ``rados`` module)."""
+    root = cluster.release.root
+    ceph = str(root / "usr/bin/ceph") if root else shutil.which("ceph")
     assert ceph, "ceph CLI not installed"
     first = Path(ceph).read_text(errors="replace").splitlines()[0]
     assert first.startswith("#!"), first
@@ -119,7 +122,7 @@ def check_rows(rows: list[dict], queries) -> None:
 
 def ceph_osd_map_batch(cluster, queries: list[tuple[str, str, str]]) -> list[dict]:
     """``ceph osd map POOL OBJ [NS] -f json`` for every ``(pool, obj, ns)``, in one process."""
-    r = subprocess.run([ceph_python(), "-c", _ORACLE, str(cluster.conf_path)], input=json.dumps(queries),
+    r = subprocess.run(tool(cluster, ceph_python(cluster), "-c", _ORACLE, cluster.conf_path), input=json.dumps(queries),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
@@ -137,7 +140,7 @@ def ceph_cli_osd_map_batch(cluster, queries: list[tuple[str, str, str]]) -> list
     for pool, obj, ns in queries:
         words = ["osd", "map", pool, obj] + ([ns] if ns else [])
         lines.append(" ".join(shlex.quote(w) for w in words) + "\n")
-    r = subprocess.run(["ceph", "-c", str(cluster.conf_path), "-f", "json"], input="".join(lines),
+    r = subprocess.run([*tool(cluster, "ceph"), "-c", str(cluster.conf_path), "-f", "json"], input="".join(lines),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr[-2000:]
     out = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
@@ -146,8 +149,8 @@ def ceph_cli_osd_map_batch(cluster, queries: list[tuple[str, str, str]]) -> list
     return out
 
 
-def osdmaptool_map_object(mapfile: Path, pool_id: int, name: str) -> tuple[str, list[int]]:
-    r = subprocess.run(["osdmaptool", str(mapfile), "--test-map-object", name, "--pool", str(pool_id)],
+def osdmaptool_map_object(cluster, mapfile: Path, pool_id: int, name: str) -> tuple[str, list[int]]:
+    r = subprocess.run(tool(cluster, "osdmaptool", mapfile, "--test-map-object", name, "--pool", pool_id),
                        capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     line = r.stdout.decode("utf-8").strip()
@@ -272,7 +275,7 @@ def test_astral_unicode_names_match_osdmaptool(cluster, pools, tmp_path):
         for pool in pools:
             pid = m.lookup_pool(pool)
             for name in ASTRAL_NAMES:
-                want = osdmaptool_map_object(mapfile, pid, name)
+                want = osdmaptool_map_object(cluster, mapfile, pid, name)
                 got = osd_map_json(m, pool, name)
                 assert (got["pgid"], got["acting"]) == want, (pool, name)
 
@@ -335,7 +338,7 @@ def test_osdmaptool_dump_all_matches_cli_on_live_map(cluster, pools, tmp_path):
     assert epoch > 1
     pool_ids = [p["pool_id"] for p in cluster.ceph("osd", "pool", "ls", "detail")]
     for pool_args in [[]] + [["--pool", str(p)] for p in pool_ids]:
-        want = subprocess.run(["osdmaptool", str(mapfile), "--test-map-pgs-dump-all", *pool_args],
+        want = subprocess.run(tool(cluster, "osdmaptool", mapfile, "--test-map-pgs-dump-all", *pool_args),
                               capture_output=True, text=True, timeout=60)
         assert want.returncode == 0, want.stderr
         got = subprocess.run([sys.executable, "-m", "pyceph.cli.pyceph_cli", "osdmap", str(mapfile),
@@ -442,5 +445,5 @@ def test_ec_pool_data_cross_checked_with_rados(cluster, pools, tmp_path):
             assert got[name] == (data, len(data)), name
     finally:
         for name in blobs:
-            subprocess.run(["rados", "-c", str(cluster.conf_path), "-p", ec, "rm", name], capture_output=True)
+            subprocess.run(tool(cluster, "rados", "-c", cluster.conf_path, "-p", ec, "rm", name), capture_output=True)
     assert not set(blobs) & set(cluster.rados("-p", ec, "ls").splitlines())

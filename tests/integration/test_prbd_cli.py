@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from . import release_compat as RC
-from .helpers import mapping_registry, rbd, rbd_export, run
+from .helpers import mapping_registry, rbd, rbd_export, run, tool
 
 MiB = 1 << 20
 TIMESTAMPS = ("create_timestamp", "access_timestamp", "modify_timestamp")
@@ -373,7 +373,7 @@ def test_lock_ls_and_status_match_rbd_while_librbd_holds_the_lock(cluster, data_
     assert_same_json(cluster, "status", spec)
     assert_same(cluster, "lock", "ls", spec)
     assert_same_json(cluster, "lock", "ls", spec)
-    bench = subprocess.Popen(["rbd", "-c", str(cluster.conf_path), "bench", "--io-type", "write", "--io-size",
+    bench = subprocess.Popen([*tool(cluster, "rbd"), "-c", str(cluster.conf_path), "bench", "--io-type", "write", "--io-size",
                               "4K", "--io-threads", "1", "--io-total", "1G", spec],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -27,7 +27,7 @@ from pyceph import errors
 from pyceph.rbd import RBD, Image
 from pyceph.rbd import features as F
 
-from .helpers import rbd, rbd_export, rbd_json
+from .helpers import rbd, rbd_export, rbd_json, tool
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -186,7 +186,7 @@ def test_exclusive_open_refuses_lock_requests(cluster, ioctx):
     try:
         with Image(ioctx, name, exclusive=True) as img:
             assert len(rbd_json(cluster, "lock", "ls", f"rbd/{name}")) == 1
-            r = subprocess.run(["rbd", "-c", str(cluster.conf_path), "bench", "--io-type", "write",
+            r = subprocess.run([*tool(cluster, "rbd"), "-c", str(cluster.conf_path), "bench", "--io-type", "write",
                                 "--io-total", "64K", f"rbd/{name}"], capture_output=True, timeout=120)
             assert r.returncode != 0  # librbd could not get the lock
             img.write(b"still mine", 0)

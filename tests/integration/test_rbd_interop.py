@@ -52,7 +52,7 @@ import pytest
 from pyceph import errors
 from pyceph.rbd import AsyncImage, Image
 
-from .helpers import pmap, prbd, rbd, rbd_export, rbd_json, read_dev, run
+from .helpers import pmap, prbd, rbd, rbd_export, rbd_json, read_dev, run, tool
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -118,7 +118,7 @@ def data_objects(cluster, prefix: str) -> set[int]:
 
 
 def rados_get(cluster, oid: str) -> bytes:
-    return run(["rados", "-c", cluster.conf_path, "-p", "rbd", "get", oid, "-"]).stdout
+    return run(tool(cluster, "rados", "-c", cluster.conf_path, "-p", "rbd", "get", oid, "-")).stdout
 
 
 def librbd_py(cluster, script: str, *args, timeout: float = 180, check: bool = True,
@@ -502,7 +502,7 @@ def test_s2_lock_in_turns_with_rbd_bench_and_librbd_writer(cluster, images, vari
         owner1 = _assert_pyceph_owner(cluster, spec)
 
         # -- phase 1: rbd bench (random 4K writes all over the image) while we write
-        bench = subprocess.Popen(["rbd", "-c", str(cluster.conf_path), "bench", "--io-type", "write",
+        bench = subprocess.Popen([*tool(cluster, "rbd"), "-c", str(cluster.conf_path), "bench", "--io-type", "write",
                                   "--io-size", bench_io, "--io-threads", "4",
                                   "--io-total", "2M" if per_write == 1 else "8M",
                                   "--io-pattern", "rand", spec],

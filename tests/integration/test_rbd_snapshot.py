@@ -22,7 +22,7 @@ from pyceph import errors
 from pyceph.rbd import AsyncImage
 from pyceph.rbd import snapshot as S
 
-from .helpers import rbd, rbd_json
+from .helpers import rbd, rbd_json, tool
 from .helpers import rbd_export as export
 
 MiB = 1 << 20
@@ -269,7 +269,7 @@ def test_snapshot_of_locked_image_waits_for_librbd_to_release(cluster, rados, io
     name = uniq("lock")
     images.append(name)
     rbd(cluster, "create", "--size", "8M", "--image-feature", PACIFIC_DEFAULT, name)
-    bench = subprocess.Popen(["rbd", "-c", str(cluster.conf_path), "bench", "--io-type", "write",
+    bench = subprocess.Popen([*tool(cluster, "rbd"), "-c", str(cluster.conf_path), "bench", "--io-type", "write",
                               "--io-size", "4K", "--io-threads", "1", "--io-total", "48M", "--io-pattern", "rand",
                               name], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -1,7 +1,8 @@
 """msgr2.1 secure mode against a real cluster that requires it.
 
-A cluster of its own (module scope): every daemon allows only ``secure`` (``ms cluster
-mode``, ``ms service mode``, ``ms client mode`` and their ``ms mon ...`` twins).  pyceph
+A cluster of its own (module scope, ``--ms-mode secure`` of the release under test,
+$PYCEPH_TEST_RELEASE): every daemon allows only ``secure`` (``ms cluster mode``, ``ms
+service mode``, ``ms client mode`` and their ``ms mon ...`` twins).  pyceph
 must do RADOS I/O, RBD and ``prbd map`` + a filesystem there, show the mode in
 ``pyceph status`` (plain and --device, plain and json), and refuse crc with one clear
 line.  The last test lets the daemons allow both modes (ceph.conf, restart) and checks
@@ -19,23 +20,23 @@ import sys
 
 import pytest
 
-from pyceph.cluster import DevCluster, check_binaries
+from pyceph.cluster import CephRelease, DevCluster
 from pyceph.config import ClientConfig
 from pyceph.errors import AuthError
 from pyceph.rados import AsyncRados
 
-from .helpers import pmap, prbd, rbd, rbd_export, run, uniq
+from .helpers import pmap, prbd, rbd, rbd_export, run, uniq, wanted_release
 
 MiB = 1 << 20
-_MODE_OPTS = ("ms cluster mode", "ms service mode", "ms client mode",
-              "ms mon cluster mode", "ms mon service mode", "ms mon client mode")
 
 
 @pytest.fixture(scope="module")
 def secure_cluster(tmp_path_factory):
-    check_binaries()
+    """``pyceph cluster start --ms-mode secure`` of the release under test
+    ($PYCEPH_TEST_RELEASE, default the host's)."""
+    CephRelease.resolve(wanted_release())
     c = DevCluster(tmp_path_factory.mktemp("secure-cluster"))
-    c.start(mons=1, osds=3, conf={k: "secure" for k in _MODE_OPTS})
+    c.start(mons=1, osds=3, release=wanted_release(), ms_mode="secure")
     try:
         yield c
     finally:

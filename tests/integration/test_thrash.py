@@ -28,6 +28,8 @@ import pytest
 from pyceph.cluster import DevCluster
 from pyceph.cluster.thrash import FAULT_KINDS, format_report
 
+from .helpers import wanted_ms_mode, wanted_release
+
 DURATION = float(os.environ.get("PYCEPH_THRASH_DURATION", "120"))
 SEED = os.environ.get("PYCEPH_THRASH_SEED")
 
@@ -61,6 +63,10 @@ def thrash_report(tmp_path_factory) -> dict:
             "--json"]
     if SEED:
         argv += ["--seed", SEED]
+    if wanted_release():
+        argv += ["--release", wanted_release()]
+    if wanted_ms_mode():
+        argv += ["--ms-mode", wanted_ms_mode()]
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=DURATION + 420)
     finally:

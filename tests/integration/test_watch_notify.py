@@ -28,6 +28,8 @@ from pyceph.errors import Blocklisted, ObjectNotFound
 from pyceph.osd import ops as O
 from pyceph.rados import AsyncRados, Rados
 
+from .helpers import tool, wanted_ms_mode, wanted_release
+
 POOL = "rbd"
 
 
@@ -36,7 +38,7 @@ def uniq(prefix: str = "h1-wn") -> str:
 
 
 def rados_argv(cluster, *args) -> list[str]:
-    return ["rados", "-c", str(cluster.conf_path), "-p", POOL, *map(str, args)]
+    return tool(cluster, "rados", "-c", cluster.conf_path, "-p", POOL, *args)
 
 
 async def arun(argv: list[str], timeout: float = 60) -> tuple[int, str, str]:
@@ -327,7 +329,7 @@ def test_blocklist_add_other_client_fails_its_watch(cluster):
 @pytest.fixture(scope="module")
 def fault_cluster(tmp_path_factory):
     c = DevCluster(tmp_path_factory.mktemp("h1-wn-cluster"))
-    c.start(mons=1, osds=3)
+    c.start(mons=1, osds=3, release=wanted_release(), ms_mode=wanted_ms_mode())
     try:
         yield c
     finally:
@@ -358,12 +360,12 @@ def test_watch_survives_primary_osd_restart(fault_cluster):
         # The monitor marks it down (or our session faults first); either way the watch
         # must be re-registered (RECONNECT) and keep receiving notifies.
         await until(lambda: lreq.reconnects >= 1, 60)
-        rc, out, err = await arun(["rados", "-c", str(c.conf_path), "-p", POOL, "notify", oid, "after-kill"], 90)
+        rc, out, err = await arun(rados_argv(c, "notify", oid, "after-kill"), 90)
         assert rc == 0, err
         assert f"reply client.{r.get_instance_id()} cookie {cookie} :" in out, out
         await asyncio.get_running_loop().run_in_executor(None, lambda: c.start_daemon(f"osd.{primary}"))
         await asyncio.get_running_loop().run_in_executor(None, lambda: c.wait_clean(180))
-        rc, out, err = await arun(["rados", "-c", str(c.conf_path), "-p", POOL, "notify", oid, "after-restart"], 90)
+        rc, out, err = await arun(rados_argv(c, "notify", oid, "after-restart"), 90)
         assert rc == 0, err
         assert f"reply client.{r.get_instance_id()} cookie {cookie} :" in out, out
         assert w.errors == []
