@@ -1,9 +1,9 @@
 """Issue 4's proof: pyceph and librbd share images with the Pacific default features.
 
-librbd is the other party in every test: the ``rbd`` CLI (16.2, Pacific) and, where a
-writer at exact offsets is needed, Ceph's own python ``rbd``/``rados`` modules run by
-the *system* interpreter (/usr/bin/python3) in a subprocess (our venv cannot import
-them).  pyceph is used only through its public surfaces: :class:`pyceph.rados.Rados`,
+librbd is the other party in every test: the ``rbd`` CLI of the cluster's release and,
+where a writer at exact offsets is needed, that release's own python ``rbd``/``rados``
+modules run by its python3 (the host's /usr/bin/python3, or the release root's through
+``helpers.tool``) in a subprocess (our venv cannot import them).  pyceph is used only through its public surfaces: :class:`pyceph.rados.Rados`,
 :class:`pyceph.rbd.Image` / :class:`pyceph.rbd.AsyncImage` / :class:`pyceph.rbd.AsyncRBD`
 and ``prbd map`` (a real /dev/loopN).
 
@@ -58,7 +58,11 @@ KiB = 1 << 10
 MiB = 1 << 20
 BLOCK = 4096
 PACIFIC_DEFAULT_FEATURES = ["layering", "exclusive-lock", "object-map", "fast-diff", "deep-flatten"]
-SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def release_python(cluster, *args: str) -> list[str]:
+    """argv running the cluster's release's python3 (with its rados/rbd modules)."""
+    return tool(cluster, "python3", *args)
 
 
 # -- helpers: processes ------------------------------------------------------------------
@@ -127,7 +131,7 @@ def librbd_py(cluster, script: str, *args, timeout: float = 180, check: bool = T
     ``CONF`` and ``ARGS`` are defined for it."""
     prologue = f"import sys, rados, rbd\nCONF = {str(cluster.conf_path)!r}\nARGS = sys.argv[1:]\n"
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "CEPH_ARGS")}
-    return run([SYSTEM_PYTHON, "-c", prologue + textwrap.dedent(script), *args], timeout=timeout,
+    return run(release_python(cluster, "-c", prologue + textwrap.dedent(script), *args), timeout=timeout,
                check=check, env=env, input=input)
 
 
@@ -551,7 +555,7 @@ def test_s2_lock_in_turns_with_rbd_bench_and_librbd_writer(cluster, images, vari
         assert not torn, f"torn blocks {torn[:10]}"
 
         # -- phase 2: a librbd writer at exact offsets (region B) while pyceph rewrites A
-        lb = subprocess.Popen([SYSTEM_PYTHON, "-c",
+        lb = subprocess.Popen([*release_python(cluster), "-c",
                                f"import sys, rados, rbd\nCONF = {str(cluster.conf_path)!r}\nARGS = sys.argv[1:]\n"
                                + textwrap.dedent(LIBRBD_PATTERN_WRITER), name, str(b_first), str(b_blocks), "3"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -605,7 +609,7 @@ def test_s2_pyceph_breaks_dead_librbd_owner(cluster, ioctx, images):
     names pyceph."""
     name = images("s2-dead", "16M")
     spec = f"rbd/{name}"
-    holder = subprocess.Popen([SYSTEM_PYTHON, "-c",
+    holder = subprocess.Popen([*release_python(cluster), "-c",
                                f"import sys, rados, rbd\nCONF = {str(cluster.conf_path)!r}\nARGS = sys.argv[1:]\n"
                                + textwrap.dedent(LIBRBD_HOLD_AND_DIE), name],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -703,7 +707,7 @@ def test_s6_pyceph_respects_a_live_librbd_exclusive_owner(cluster, ioctx, images
     the live owner's lock; nobody is blocklisted; librbd keeps writing."""
     name = images("s6-libexcl", "16M")
     spec = f"rbd/{name}"
-    holder = subprocess.Popen([SYSTEM_PYTHON, "-c",
+    holder = subprocess.Popen([*release_python(cluster), "-c",
                                f"import sys, rados, rbd\nCONF = {str(cluster.conf_path)!r}\nARGS = sys.argv[1:]\n"
                                + textwrap.dedent(LIBRBD_HOLD_EXCLUSIVE), name],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -758,7 +762,7 @@ def test_s6_exclusive_map_takes_lock_from_librbd(cluster, images):
     map asks for it, librbd hands it over, and librbd's later writes fail with EROFS."""
     name = images("s6-takeover", "16M")
     spec = f"rbd/{name}"
-    holder = subprocess.Popen([SYSTEM_PYTHON, "-c",
+    holder = subprocess.Popen([*release_python(cluster), "-c",
                                f"import sys, rados, rbd\nCONF = {str(cluster.conf_path)!r}\nARGS = sys.argv[1:]\n"
                                + textwrap.dedent(LIBRBD_HOLD_THEN_WRITE), name],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -804,7 +808,7 @@ def test_s2_removal_refused_while_the_other_side_watches(cluster, ioctx, arun, i
         assert b"watchers" in r.stderr
     finally:
         punmap(cluster, dev)
-    holder = subprocess.Popen([SYSTEM_PYTHON, "-c",
+    holder = subprocess.Popen([*release_python(cluster), "-c",
                                f"import sys, rados, rbd\nCONF = {str(cluster.conf_path)!r}\nARGS = sys.argv[1:]\n"
                                + textwrap.dedent(LIBRBD_HOLD_THEN_WRITE), name],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
