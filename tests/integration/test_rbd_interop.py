@@ -61,8 +61,9 @@ PACIFIC_DEFAULT_FEATURES = ["layering", "exclusive-lock", "object-map", "fast-di
 
 
 def release_python(cluster, *args: str) -> list[str]:
-    """argv running the cluster's release's python3 (with its rados/rbd modules)."""
-    return tool(cluster, "python3", *args)
+    """argv running the cluster's release's python3 (with its rados/rbd modules): the
+    system interpreter of the host or of the release root, never a $PATH one (pyenv, venv)."""
+    return tool(cluster, "/usr/bin/python3", *args)
 
 
 # -- helpers: processes ------------------------------------------------------------------
