@@ -363,6 +363,9 @@ def test_osd_cable_fault_stalls_then_resumes(fc, fault, caplog):
     completed (a resent append is not applied twice)."""
 
     async def go():
+        # An earlier test's OSD restart may still move primaries (pg_temp while peering):
+        # pick the objects on a settled map, or some appends go to an OSD with its cable in.
+        await asyncio.to_thread(fc.cluster.wait_clean, 120)
         r = await fc.client()
         try:
             io = await r.open_ioctx(POOL)
