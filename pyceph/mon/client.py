@@ -38,7 +38,6 @@ from ..errors import (
     AuthError,
     ConfigError,
     Error,
-    FeatureNotSupported,
     MonitorUnreachable,
     ProtocolError,
     TimedOut,
