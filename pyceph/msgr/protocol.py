@@ -179,7 +179,96 @@ class Session:
             self.sent.popleft()
 
 
-class ClientProtocol:
+def now_timespec() -> tuple[int, int]:
+    """The wall clock as a KEEPALIVE2 ``ceph_timespec``: ``(sec mod 2**32, nsec)``."""
+    ns = time.time_ns()
+    return (ns // 1_000_000_000 & 0xFFFFFFFF, ns % 1_000_000_000)
+
+
+class ClientCore:
+    """What the msgr1 and msgr2 client cores share: the output queue, queuing messages
+    until the session is up, state changes, close.
+
+    A subclass sets ``PROTO`` ("msgr1"/"msgr2"), ``OPEN_STATE`` (its state in which
+    messages flow) and ``CLOSED_STATE``, and provides ``state``, ``peer_addr``,
+    ``on_transition``, ``features``, ``peer_features``, ``_out`` (a list of buffers),
+    ``_pending`` (a deque of messages), ``_write_message(msg)`` and ``receive_chunks``.
+    """
+
+    PROTO: str
+    OPEN_STATE: Any
+    CLOSED_STATE: Any
+    state: Any
+    peer_addr: Any
+    on_transition: Callable[[Any, Any], None] | None
+    features: int
+    peer_features: int
+    _out: list[Any]
+    _pending: deque[Message]
+
+    def _write_message(self, msg: Message) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def receive_chunks(self, chunks: Iterable[bytes | bytearray | memoryview]) -> list[Event]:  # pragma: no cover
+        raise NotImplementedError
+
+    # -- state -------------------------------------------------------------------------
+    def _set_state(self, new: Any) -> None:
+        old = self.state
+        if old is new:
+            return
+        self.state = new
+        if self.on_transition is not None:
+            self.on_transition(old, new)  # the Connection logs it (event=con_state)
+        else:
+            log.debug("%s %s: %s -> %s", self.PROTO, self.peer_addr, old.value, new.value)
+
+    @property
+    def negotiated_features(self) -> int:
+        return self.features & self.peer_features
+
+    # -- output ------------------------------------------------------------------------
+    def data_to_send_parts(self) -> list[Any]:
+        """Pending output as a list of buffers (for ``writelines``); clears the queue."""
+        out, self._out = self._out, []
+        return out
+
+    def data_to_send(self) -> bytes:
+        """Pending output as one bytes object; clears the queue."""
+        return b"".join(self.data_to_send_parts())
+
+    def has_data_to_send(self) -> bool:
+        return bool(self._out)
+
+    # -- messages ----------------------------------------------------------------------
+    def queue_message(self, msg: Message) -> None:
+        """Queue ``msg`` for sending; it goes out now if the session is up, else once it
+        is.  The messenger assigns ``msg.seq`` and ``msg.ack_seq``."""
+        if self.state is self.CLOSED_STATE:
+            raise ProtocolError("connection closed")
+        if self.state is self.OPEN_STATE:
+            self._write_message(msg)
+        else:
+            self._pending.append(msg)
+
+    def send_message(self, msg: Message) -> bytes:
+        """:meth:`queue_message`, then return all pending output bytes."""
+        self.queue_message(msg)
+        return self.data_to_send()
+
+    def close(self, reason: str = "closed") -> Closed:
+        self._set_state(self.CLOSED_STATE)
+        return Closed(reason)
+
+    # -- input -------------------------------------------------------------------------
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
+        """Consume received bytes; returns events.  Output (ACKs, handshake frames) is
+        queued for :meth:`data_to_send`.  Raises on protocol errors (state -> CLOSED)."""
+        return self.receive_chunks((data,))
+
+
+class ClientProtocol(ClientCore):
+
     """One client-side msgr2.1 connection (crc or secure mode), sans-IO.
 
     - ``peer_addr``: the address we connect to (msgr2 ``EntityAddr``; nonce from the
@@ -201,6 +290,10 @@ class ClientProtocol:
     connection mode we did not offer, and whatever the
     auth hooks raise (:class:`AuthError`).  After any error ``state`` is CLOSED.
     """
+
+    PROTO = "msgr2"
+    OPEN_STATE = State.READY
+    CLOSED_STATE = State.CLOSED
 
     def __init__(
         self,
@@ -260,21 +353,6 @@ class ClientProtocol:
         self.peer_lossy = False
         self.last_keepalive_ack: tuple[int, int] | None = None
 
-    # -- state -------------------------------------------------------------------------
-    def _set_state(self, new: State) -> None:
-        old = self.state
-        if old is new:
-            return
-        self.state = new
-        if self.on_transition is not None:
-            self.on_transition(old, new)  # the Connection logs it (event=con_state)
-        else:
-            log.debug("msgr2 %s: %s -> %s", self.peer_addr, old.value, new.value)
-
-    @property
-    def negotiated_features(self) -> int:
-        return self.features & self.peer_features
-
     # -- output ------------------------------------------------------------------------
     def _send_raw(self, data: bytes, signed: bool = False) -> None:
         self._out.append(data)
@@ -290,18 +368,6 @@ class ClientProtocol:
             self._sent_sign.append(b"".join(parts))
         self._out.extend(parts)
 
-    def data_to_send_parts(self) -> list[bytes | memoryview]:
-        """Pending output as a list of buffers (for ``writelines``); clears the queue."""
-        out, self._out = self._out, []
-        return out
-
-    def data_to_send(self) -> bytes:
-        """Pending output as one bytes object; clears the queue."""
-        return b"".join(self.data_to_send_parts())
-
-    def has_data_to_send(self) -> bool:
-        return bool(self._out)
-
     # -- commands ----------------------------------------------------------------------
     def initiate(self) -> bytes:
         """Start the handshake: returns the bytes to send first (our banner)."""
@@ -310,37 +376,15 @@ class ClientProtocol:
         self._send_raw(fr.encode_banner(fr.MSGR2_SUPPORTED_FEATURES, self.msgr2_required), signed=True)
         return self.data_to_send()
 
-    def queue_message(self, msg: Message) -> None:
-        """Queue ``msg`` for sending; it goes out now if READY, else once READY.
-
-        The messenger assigns ``msg.seq`` and ``msg.ack_seq``.
-        """
-        if self.state is State.CLOSED:
-            raise ProtocolError("connection closed")
-        if self.state is State.READY:
-            self._write_message(msg)
-        else:
-            self._pending.append(msg)
-
-    def send_message(self, msg: Message) -> bytes:
-        """:meth:`queue_message`, then return all pending output bytes."""
-        self.queue_message(msg)
-        return self.data_to_send()
-
     def send_keepalive(self, timestamp: tuple[int, int] | None = None) -> bytes:
         """Queue a KEEPALIVE2 (``timestamp`` ``(sec, nsec)``, default now); returns all
         pending output.  Only valid when READY."""
         if self.state is not State.READY:
             raise ProtocolError(f"keepalive in state {self.state.value}")
         if timestamp is None:
-            ns = time.time_ns()
-            timestamp = (ns // 1_000_000_000 & 0xFFFFFFFF, ns % 1_000_000_000)
+            timestamp = now_timespec()
         self._send_frame(fr.Keepalive2(timestamp).to_frame())
         return self.data_to_send()
-
-    def close(self, reason: str = "closed") -> Closed:
-        self._set_state(State.CLOSED)
-        return Closed(reason)
 
     def _write_message(self, msg: Message) -> None:
         s = self.session
@@ -352,11 +396,6 @@ class ClientProtocol:
         self._send_frame(fr.frame_from_message(msg))
 
     # -- input -------------------------------------------------------------------------
-    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
-        """Consume received bytes; returns events.  Output (ACKs, handshake frames) is
-        queued for :meth:`data_to_send`.  Raises on protocol errors (state -> CLOSED)."""
-        return self.receive_chunks((data,))
-
     def receive_chunks(self, chunks: Iterable[bytes | bytearray | memoryview]) -> list[Event]:
         """:meth:`receive_data` for several received buffers in a row (one ACK for all)."""
         if self.state is State.CLOSED:

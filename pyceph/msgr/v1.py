@@ -43,7 +43,6 @@ import errno
 import logging
 import os
 import struct
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
@@ -65,8 +64,8 @@ from . import features as F
 from .frames import BANNER_V1_PREFIX as BANNER
 from .message import Message
 from .protocol import (
-    CON_MODE_CRC, MSG_CONNECT_LOSSY, Closed, Connected, Event, KeepaliveAck, MessageReceived,
-    Session, SessionReset, Wait,
+    CON_MODE_CRC, MSG_CONNECT_LOSSY, ClientCore, Closed, Connected, Event, KeepaliveAck,
+    MessageReceived, Session, SessionReset, Wait, now_timespec,
 )
 
 log = logging.getLogger(__name__)
@@ -423,7 +422,7 @@ class State(enum.Enum):
     STANDBY = "standby"
 
 
-class ClientProtocolV1:
+class ClientProtocolV1(ClientCore):
     """One client-side msgr1 connection, sans-IO.  Constructor arguments as msgr2's
     :class:`~pyceph.msgr.protocol.ClientProtocol` (``peer_addr`` is the daemon's v1
     address).  ``global_id`` (None: -1) is the ``src`` num of our message headers;
@@ -438,6 +437,10 @@ class ClientProtocolV1:
 
     READY_STATE = State.OPEN
     name = "msgr1"
+
+    PROTO = "msgr1"
+    OPEN_STATE = State.OPEN
+    CLOSED_STATE = State.CLOSED
 
     def __init__(
         self,
@@ -492,21 +495,6 @@ class ClientProtocolV1:
         self.last_keepalive_ack: tuple[int, int] | None = None
         self.con_mode = CON_MODE_CRC
 
-    # -- state -------------------------------------------------------------------------
-    def _set_state(self, new: State) -> None:
-        old = self.state
-        if old is new:
-            return
-        self.state = new
-        if self.on_transition is not None:
-            self.on_transition(old, new)
-        else:
-            log.debug("msgr1 %s: %s -> %s", self.peer_addr, old.value, new.value)
-
-    @property
-    def negotiated_features(self) -> int:
-        return self.features & self.peer_features
-
     @property
     def signing(self) -> bool:
         """True when messages are signed and checked (cephx authorizer, MSG_AUTH peer)."""
@@ -517,35 +505,12 @@ class ClientProtocolV1:
         self.global_id = global_id
 
     # -- output ------------------------------------------------------------------------
-    def data_to_send_parts(self) -> list[bytes]:
-        out, self._out = self._out, []
-        return out
-
-    def data_to_send(self) -> bytes:
-        return b"".join(self.data_to_send_parts())
-
-    def has_data_to_send(self) -> bool:
-        return bool(self._out)
-
     def initiate(self) -> bytes:
         """Start the handshake: returns our banner."""
         if self.state is not State.PREOPEN:
             raise ProtocolError("initiate() called twice")
         self._out.append(BANNER)
         self._set_state(State.CONNECTING)
-        return self.data_to_send()
-
-    def queue_message(self, msg: Message) -> None:
-        """Queue ``msg``; sent now if OPEN, else once OPEN.  Assigns ``msg.seq``."""
-        if self.state is State.CLOSED:
-            raise ProtocolError("connection closed")
-        if self.state is State.OPEN:
-            self._write_message(msg)
-        else:
-            self._pending.append(msg)
-
-    def send_message(self, msg: Message) -> bytes:
-        self.queue_message(msg)
         return self.data_to_send()
 
     def send_keepalive(self, timestamp: tuple[int, int] | None = None) -> bytes:
@@ -557,14 +522,9 @@ class ClientProtocolV1:
             self._out.append(bytes((TAG_KEEPALIVE,)))  # a pre-firefly peer: no timestamp, no ack
             return self.data_to_send()
         if timestamp is None:
-            ns = time.time_ns()
-            timestamp = (ns // 1_000_000_000 & 0xFFFFFFFF, ns % 1_000_000_000)
+            timestamp = now_timespec()
         self._out.append(bytes((TAG_KEEPALIVE2,)) + _TIMESPEC.pack(*timestamp))
         return self.data_to_send()
-
-    def close(self, reason: str = "closed") -> Closed:
-        self._set_state(State.CLOSED)
-        return Closed(reason)
 
     def _src_num(self) -> int:
         return self.global_id if self.global_id else -1
@@ -585,9 +545,6 @@ class ClientProtocolV1:
         )
 
     # -- input -------------------------------------------------------------------------
-    def receive_data(self, data) -> list[Event]:
-        return self.receive_chunks((data,))
-
     def receive_chunks(self, chunks: Iterable) -> list[Event]:
         """Consume received bytes; returns events (output queued for data_to_send).
         Raises on protocol errors (state -> CLOSED)."""
