@@ -79,6 +79,10 @@ def spec_from_env() -> dict[str, Any]:
     return json.loads(raw)
 
 
+#: how the map daemon gets its spec from ``map_image`` (issue 9 moves this off the environment)
+read_spec = spec_from_env
+
+
 def ready_fd_from_env() -> int | None:
     """The fd number to report readiness on (env ``PYCEPH_MAP_READY_FD``), or None."""
     raw = os.environ.get(READY_FD_ENV)

@@ -1373,10 +1373,10 @@ class RbdBlockImage:
 
 
 def cmd_map_daemon(args) -> int:
-    from ..block import run_daemon, spec_from_env
+    from ..block.daemon import read_spec, run_daemon
     from ..rados import AsyncRados
 
-    spec = spec_from_env()
+    spec = read_spec()
 
     async def open_image():
         r = AsyncRados(_map_config(args, spec.get("options") or {}))
