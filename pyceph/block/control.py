@@ -56,7 +56,7 @@ def _log_tail(path: str, n: int = 2000) -> str:
 def _normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if not spec.get("pool") or not spec.get("name"):
         raise errors.InvalidArgumentError("spec needs 'pool' and 'name'")
-    return {
+    out = {
         "pool": spec["pool"],
         "namespace": spec.get("namespace") or "",
         "name": spec["name"],
@@ -64,6 +64,11 @@ def _normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "read_only": bool(spec.get("read_only")) or (spec.get("snap") or "-") != "-",
         "options": dict(spec.get("options") or {}),
     }
+    # the entity and secret of map options name=/secret=/key= (issue 9: ctl's private channel)
+    for k in ("auth_name", "secret"):
+        if spec.get(k):
+            out[k] = spec[k]
+    return out
 
 
 def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.0) -> str:

@@ -161,9 +161,11 @@ class _Daemon:
         # no FUSE page cache: the loop device's cache is the only one
         self.fuse_dio = opt_bool(opts, "fuse_direct_io", True)
         self.partscan = opt_bool(opts, "partscan", False)
-        self.max_tasks = int(opts.get("max_tasks", 64))
+        # krbd's queue_depth: requests in flight (FUSE max_background, concurrent tasks)
+        qd = opts.get("queue_depth")
+        self.max_tasks = int(opts.get("max_tasks", qd or 64))
         self.detach_timeout = float(opts.get("detach_timeout", 30.0))
-        self.max_background = int(opts.get("max_background", 64))
+        self.max_background = min(int(opts.get("max_background", qd or 64)), 0xFFFF)
         self.max_write = int(opts.get("max_write", 1 << 20))
         self.size_poll = float(opts.get("size_poll", 0.5))
         self.size_task: asyncio.Task | None = None
