@@ -400,7 +400,13 @@ def parse_option(name: str, value: str | None) -> Any:
     if value is None or (value == "" and opt.kind != "bool"):
         raise MapOptionError(f"map option '{name}' requires a value")
     assert opt.parse is not None
-    return opt.parse(opt.name, value)
+    try:
+        return opt.parse(opt.name, value)
+    except MapOptionError as e:
+        if opt.name in QUIET_OPTIONS:
+            raise
+        shown = value if len(value) <= 64 else value[:61] + "..."
+        raise MapOptionError(f"{e.message} (got {shown!r})") from None
 
 
 def canonical_name(name: str) -> str:

@@ -403,7 +403,8 @@ class OSDClient:
         self.read_flags = {"balance": O.CEPH_OSD_FLAG_BALANCE_READS,
                            "localize": O.CEPH_OSD_FLAG_LOCALIZE_READS}.get(policy, 0)
         self.crush_location = parse_crush_location(cfg.get("crush_location") or "")
-        self.replica_reads = 0
+        self.replica_reads = 0  # replica reads answered by a replica
+        self.replica_bounces = 0  # ... and bounced to the primary (EAGAIN: not readable there yet)
         self._crush_parents: tuple[int, dict[int, Any]] = (0, {})
         # (pool, oid, key, nspace) -> (raw pg, pg, acting, primary) for one osdmap epoch
         self._targets: dict[tuple, tuple] = {}
@@ -1148,6 +1149,7 @@ class OSDClient:
             "keepalive_interval": self.keepalive_interval,
             "read_flags": self.read_flags,
             "replica_reads": self.replica_reads,
+            "replica_bounces": self.replica_bounces,
             "blocklisted": str(self.blocklisted) if self.blocklisted is not None else None,
             "sessions": [s.status(now) for _, s in sorted(self.sessions.items())],
         }
@@ -1181,6 +1183,7 @@ class OSDClient:
         if r == -_EAGAIN and req.is_read:
             # Replica/balanced reads bounced: resend to the primary.
             if req.flags & _REPLICA_READS:
+                self.replica_bounces += 1
                 req.flags &= ~_REPLICA_READS
                 req.pgid = None
                 self._calc_target(req)

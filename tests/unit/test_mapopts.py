@@ -339,6 +339,7 @@ async def test_replica_eagain_resends_to_the_primary_without_the_flag(env):
     assert not op.flags & (O.CEPH_OSD_FLAG_BALANCE_READS | O.CEPH_OSD_FLAG_LOCALIZE_READS)
     pc.reply(op.tid)
     assert (await r).result == 0
+    assert osdc.status()["replica_bounces"] == 1 and osdc.status()["replica_reads"] == 0
     await osdc.close()
 
 
