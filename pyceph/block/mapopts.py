@@ -444,6 +444,20 @@ def parse_map_options(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def parse_unmap_options(items: list[str]) -> dict[str, Any]:
+    """``rbd unmap -o`` options: krbd's remove takes only ``force`` (drivers/block/rbd.c
+    ``do_rbd_remove``: "force" or nothing).  Raises :class:`MapOptionError` naming another."""
+    out: dict[str, Any] = {}
+    for item in items:
+        for k, v in split_options(item):
+            if k != "force":
+                raise MapOptionError(f"unknown unmap option '{k}'")
+            if v is not None:
+                raise MapOptionError("unmap option 'force' takes no value")
+            out["force"] = True
+    return out
+
+
 def public_options(options: dict[str, Any]) -> dict[str, Any]:
     """``options`` without the secret: what may be stored in a mapping's spec, records and
     ``config_info`` (krbd prints ``secret=<hidden>``)."""

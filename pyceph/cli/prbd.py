@@ -1395,8 +1395,16 @@ class RbdBlockImage:
         self.options = dict(options or {})
 
     def configure(self, settings: dict[str, Any]) -> None:
-        """Apply runtime map options (already validated) to the live image."""
+        """Apply runtime map options (typed by ``mapopts.validate_settings``) to the live
+        mapping's image and OSD client: ``lock_timeout``, ``lock_on_read`` here,
+        ``osd_request_timeout`` (0: none) and ``osdkeepalive`` on the OSD client.
+        ``queue_depth`` is the daemon's (its FUSE server and connection)."""
         self.options.update(settings)
+        osdc = getattr(self.rados, "osdc", None)
+        if osdc is not None and "osd_request_timeout" in settings:
+            osdc.request_timeout = float(settings["osd_request_timeout"])
+        if osdc is not None and "osdkeepalive" in settings:
+            osdc.keepalive_interval = float(settings["osdkeepalive"])
 
     @property
     def size(self) -> int:
@@ -1542,8 +1550,14 @@ def _opt_true(v: Any) -> bool:
 def cmd_unmap(args) -> int:
     from ..block import unmap
 
+    from ..block.mapopts import MapOptionError, parse_unmap_options
+
+    try:
+        force = "force" in parse_unmap_options(args.options or [])
+    except MapOptionError as e:
+        raise CliError(e.message or str(e), errno=errno.EINVAL) from None
     with failing("unmap failed"):
-        unmap(args.target, timeout=args.timeout, force="force" in _map_options(args.options or []))
+        unmap(args.target, timeout=args.timeout, force=force)
     return 0
 
 
@@ -1790,7 +1804,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("map", aliases=["device-map"], help="map an image to a block device (/dev/loopN)")
     img(sp)
     sp.add_argument("-o", "--options", action="append",
-                    help="map options: ro, exclusive, notrim, direct_io=0, ...")
+                    help="krbd map options, comma-separated (docs/MAP-OPTIONS.md): ro, exclusive, notrim, "
+                    "queue_depth=N, name=ID, secret=KEY, key=DESC, ms_mode=MODE, read_from_replica=balance, ...")
     sp.add_argument("--read-only", action="store_true")
     sp.add_argument("--exclusive", action="store_true", help="keep the exclusive lock (like -o exclusive)")
     sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the mapping")

@@ -126,6 +126,14 @@ def test_secret_never_in_error_text():
     assert SECRET not in msg
 
 
+def test_unmap_options():
+    assert M.parse_unmap_options(["force"]) == {"force": True} and M.parse_unmap_options([]) == {}
+    with pytest.raises(M.MapOptionError, match="unknown unmap option 'ro'"):
+        M.parse_unmap_options(["force,ro"])
+    with pytest.raises(M.MapOptionError, match="takes no value"):
+        M.parse_unmap_options(["force=1"])
+
+
 def test_runtime_options_and_validate_settings():
     assert M.RUNTIME_OPTIONS >= {"queue_depth", "osd_request_timeout"}
     assert M.RUNTIME_OPTIONS <= set(M.BY_NAME)
@@ -259,6 +267,43 @@ async def test_lock_on_read_and_alloc_size():
     await b2.read(0, 10)
     await b2.discard(1000, 10)
     assert img2.calls == [("read", 0, 10), ("discard", 1000, 10)]
+
+
+def test_configure_applies_runtime_options():
+    osdc = SimpleNamespace(request_timeout=0.0, keepalive_interval=5.0)
+    b = prbd.RbdBlockImage(SimpleNamespace(osdc=osdc), FakeImage(), {})
+    b.configure(M.validate_settings({"osd_request_timeout": "30", "osdkeepalive": "2", "lock_on_read": ""}))
+    assert osdc.request_timeout == 30 and osdc.keepalive_interval == 2 and b.options["lock_on_read"]
+
+
+def test_key_option_resolved_through_the_keyring(monkeypatch):
+    import sys
+
+    import pyceph.auth
+    from pyceph.auth.crypto import CryptoKey
+    from pyceph.errors import InvalidArgumentError
+
+    raw = bytes(range(16))
+    asked = []
+
+    def lookup(desc):
+        asked.append(desc)
+        if desc == "missing":
+            raise InvalidArgumentError(f"key {desc!r} not found in the caller's keyrings")
+        return raw
+
+    fake = SimpleNamespace(keyctl_lookup=lookup)
+    monkeypatch.setitem(sys.modules, "pyceph.auth.keyring", fake)
+    monkeypatch.setattr(pyceph.auth, "keyring", fake, raising=False)
+    spec = prbd._spec(_map_args("rbd/img"), prbd.SNAP_PERMITTED)
+    req = prbd.map_request(spec, ["key=client.bob,name=bob"])
+    prbd._resolve_key_option(req)
+    assert asked == ["client.bob"] and "key" not in req["options"]
+    assert CryptoKey.from_base64(req["secret"]).secret == raw
+    req = prbd.map_request(spec, ["key=missing"])
+    with pytest.raises(CliError) as ei:
+        prbd._resolve_key_option(req)
+    assert "key=missing" in str(ei.value) and ei.value.errno == errno.EINVAL
 
 
 def test_lock_timeout_fails_io_with_etimedout():
