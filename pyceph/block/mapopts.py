@@ -380,6 +380,16 @@ def defaults() -> dict[str, Any]:
     return {o.name: o.default for o in OPTIONS}
 
 
+def _unknown(name: str) -> MapOptionError:
+    try:
+        looks_like_key = len(base64.b64decode(name, validate=True)) >= 16
+    except (binascii.Error, ValueError):
+        looks_like_key = False
+    if looks_like_key:  # a secret pasted without "secret=": do not repeat it
+        return MapOptionError("unknown map option (it looks like a key: not shown)")
+    return MapOptionError(f"unknown map option '{name}'")
+
+
 def parse_option(name: str, value: str | None) -> Any:
     """The typed value of one option as written (``value`` None for a bare ``notrim``).
 
@@ -389,7 +399,7 @@ def parse_option(name: str, value: str | None) -> Any:
     value missing, or a bad value (never repeating a ``secret``/``key`` value)."""
     spelled = _SPELLINGS.get(name)
     if spelled is None:
-        raise MapOptionError(f"unknown map option '{name}'")
+        raise _unknown(name)
     opt, flag_value = spelled
     if opt.kind in ("flag", "negflag") or flag_value is not None:
         if value is not None:
@@ -414,7 +424,7 @@ def canonical_name(name: str) -> str:
     Raises :class:`MapOptionError` for an unknown one."""
     spelled = _SPELLINGS.get(name)
     if spelled is None:
-        raise MapOptionError(f"unknown map option '{name}'")
+        raise _unknown(name)
     return spelled[0].name
 
 

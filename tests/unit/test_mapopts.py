@@ -121,6 +121,8 @@ def test_secret_never_in_error_text():
     with pytest.raises(M.MapOptionError) as ei:
         M.parse_option("key", "")
     assert "'key'" in ei.value.message
+    # a key pasted without "secret=" is not repeated either
+    assert _refused(SECRET) == "unknown map option (it looks like a key: not shown)"
     # the whole parse of a later bad option does not repeat an earlier good secret either
     msg = _refused(f"secret={SECRET},queue_depth=0")
     assert SECRET not in msg
@@ -209,6 +211,23 @@ def test_map_config_applies_client_options(tmp_path):
     assert [str(a) for a in cfg.mon_addrs] and len(cfg.mon_addrs) == 2
     assert "6790" in str(cfg.mon_addrs[0]) and "6789" not in " ".join(map(str, cfg.mon_addrs))
     assert SECRET not in repr(opts.get("name"))
+
+
+def test_daemon_queue_depth_sets_fuse_limits():
+    from pyceph.block.daemon import _Daemon
+
+    opts = M.parse_map_options(["queue_depth=7,notrim"])
+    d = _Daemon({"pool": "rbd", "name": "i", "options": opts}, None, None, False)
+    try:
+        assert (d.max_background, d.max_tasks, d.trim) == (7, 7, False)
+    finally:
+        d.pool.shutdown()
+    d = _Daemon({"pool": "rbd", "name": "i", "options": M.parse_map_options(["queue_depth=99999,max_tasks=3"])},
+                None, None, False)
+    try:
+        assert (d.max_background, d.max_tasks) == (0xFFFF, 3)  # FUSE's u16 cap; explicit max_tasks wins
+    finally:
+        d.pool.shutdown()
 
 
 # -- the block image: lock_on_read, lock_timeout, alloc_size ------------------------------
