@@ -382,7 +382,8 @@ def defaults() -> dict[str, Any]:
 
 def _unknown(name: str) -> MapOptionError:
     try:
-        looks_like_key = len(base64.b64decode(name, validate=True)) >= 16
+        # "AQ...==" splits at its padding into the name "AQ..." and a value
+        looks_like_key = len(base64.b64decode(name + "=" * (-len(name) % 4), validate=True)) >= 16
     except (binascii.Error, ValueError):
         looks_like_key = False
     if looks_like_key:  # a secret pasted without "secret=": do not repeat it
