@@ -11,10 +11,13 @@ reads answered by a replica), and the secret is in no record or log file.
 
 from __future__ import annotations
 
+import errno
 import json
+import mmap
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 from pyceph.auth.crypto import CryptoKey
@@ -117,3 +120,78 @@ def test_non_admin_user_maps_with_name_and_secret_and_options_apply(cluster, run
             prbd(cluster, "unmap", "-o", "force", dev, check=False)
         rbd(cluster, "rm", "--no-progress", f"rbd/{name}", check=False)
         ceph(cluster, "auth", "del", f"client.{user}", check=False)
+
+
+def test_every_krbd_option_at_once_maps_and_io_is_right(cluster, run_dir):
+    """All the options krbd takes (those without a user-space effect too) in one map."""
+    name = uniq("opts-all")
+    rbd(cluster, "create", "--size", "8M", "--image-feature", "layering,exclusive-lock", f"rbd/{name}")
+    mon = cluster.state["mons"][0]
+    opts = ("crc,share,tcp_nodelay,cephx_sign_messages,nocephx_require_signatures,udev,rxbounce,abort_on_full,"
+            "lock_on_read,lock_timeout=10,alloc_size=65536,compression_hint=compressible,mount_timeout=30,"
+            "osd_idle_ttl=30,osdkeepalive=3,osd_request_timeout=60,ip=127.0.0.1,read_from_replica=localize,"
+            f"crush_location=host:nowhere|root:default,mon_addr=127.0.0.1:{mon['v2']},ms_mode=prefer-crc,"
+            "queue_depth=16,name=admin,rw")
+    dev = pmap(cluster, f"rbd/{name}", "-o", opts)
+    try:
+        blob = os.urandom(2 * MiB)
+        fd = os.open(dev, os.O_RDWR)
+        try:
+            os.pwrite(fd, blob, MiB)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        assert read_dev(dev, MiB, 2 * MiB) == blob
+        st = json.loads(run([sys.executable, "-m", "pyceph.cli.pyceph_cli", "-c", str(cluster.conf_path),
+                             "status", "--device", dev, "--format", "json"]).stdout)
+        assert st["osd"]["read_flags"] == 0x2000 and st["osd"]["keepalive_interval"] == 3
+        prbd(cluster, "unmap", dev)
+        dev = None
+        assert rbd_export(cluster, f"rbd/{name}")[MiB:3 * MiB] == blob
+    finally:
+        if dev:
+            prbd(cluster, "unmap", "-o", "force", dev, check=False)
+        rbd(cluster, "rm", "--no-progress", f"rbd/{name}", check=False)
+
+
+def test_abort_on_full_fails_writes_with_enospc(cluster, run_dir):
+    """``-o abort_on_full``: once the pool is full (here: over its byte quota) a write
+    fails with ENOSPC instead of waiting for space (krbd's behaviour)."""
+    pool = uniq("opts-full")
+    cluster.create_pool(pool, pg_num=8)
+    name = uniq("opts-full-img")
+    rbd(cluster, "create", "--size", "16M", "--image-feature", "layering", f"{pool}/{name}")
+    dev = pmap(cluster, f"{pool}/{name}", "-o", "abort_on_full")
+    try:
+        fd = os.open(dev, os.O_RDWR | os.O_DIRECT)
+        buf = mmap.mmap(-1, MiB)
+        buf.write(os.urandom(MiB))
+        try:
+            os.pwrite(fd, buf, 0)  # room yet
+            ceph(cluster, "osd", "pool", "set-quota", pool, "max_bytes", "1")
+            deadline = time.monotonic() + 120
+            while "full_quota" not in ceph(cluster, "osd", "pool", "ls", "detail").stdout.decode().split(
+                    f"'{pool}'", 1)[1].split("\n", 1)[0]:
+                assert time.monotonic() < deadline, "the pool never became full"
+                time.sleep(1)
+            t0 = time.monotonic()
+            for _ in range(60):  # until our client has the full map; each try fails or succeeds quickly
+                try:
+                    os.pwrite(fd, buf, 4 * MiB)
+                except OSError as e:
+                    assert e.errno == errno.ENOSPC, e
+                    break
+                time.sleep(0.5)
+            else:
+                raise AssertionError("writes to the full pool never failed")
+            assert time.monotonic() - t0 < 60
+        finally:
+            os.close(fd)
+        ceph(cluster, "osd", "pool", "set-quota", pool, "max_bytes", "0")
+        prbd(cluster, "unmap", dev)
+        dev = None
+    finally:
+        if dev:
+            prbd(cluster, "unmap", "-o", "force", dev, check=False)
+        ceph(cluster, "osd", "pool", "set-quota", pool, "max_bytes", "0", check=False)
+        ceph(cluster, "osd", "pool", "rm", pool, pool, "--yes-i-really-really-mean-it", check=False)
