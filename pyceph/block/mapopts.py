@@ -41,3 +41,25 @@ def parse_map_options(items: list[str]) -> dict[str, Any]:
             k, sep, v = kv.partition("=")
             out[k.strip()] = parse_option(k.strip(), v.strip() if sep else None)
     return out
+
+
+# --- ctl: live-mapping settings (issue 9 item 4; the lead reconciles with opts' table) ---
+
+
+def validate_settings(settings: dict[str, str]) -> dict[str, Any]:
+    """Check ALL of ``settings`` (name -> string value, as ``prbd device config
+    --set`` gives them) for a live mapping and return them typed; nothing is applied.
+    Raises :class:`MapOptionError` naming the first option that is not in
+    :data:`RUNTIME_OPTIONS` or has a bad value (krbd's ranges: queue_depth >= 1,
+    osd_request_timeout >= 0 seconds)."""
+    out: dict[str, Any] = {}
+    for name, value in settings.items():
+        if name not in RUNTIME_OPTIONS:
+            raise MapOptionError(f"map option '{name}' cannot be changed on a live mapping")
+        v = parse_option(name, value)
+        if name == "queue_depth" and not (isinstance(v, int) and v >= 1):
+            raise MapOptionError(f"bad value for map option '{name}'")
+        if name == "osd_request_timeout" and not (isinstance(v, (int, float)) and v >= 0):
+            raise MapOptionError(f"bad value for map option '{name}'")
+        out[name] = v
+    return out

@@ -97,9 +97,9 @@ class FileImage:
 
 
 def _daemon_main() -> int:
-    from pyceph.block import run_daemon, spec_from_env
+    from pyceph.block import read_spec, run_daemon
 
-    spec = spec_from_env()
+    spec = read_spec()
     o = spec["options"]
 
     async def open_image():
@@ -265,20 +265,33 @@ def run_dir(tmp_path, monkeypatch):
     return d
 
 
+_NAMED = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'pyceph-map', 0, 0, 0); "
+          "print('ok', flush=True); time.sleep(60)")
+
+
 def test_registry_roundtrip_and_stale_records_are_dropped(run_dir):
+    daemon = subprocess.Popen([sys.executable, "-c", _NAMED], stdout=subprocess.PIPE)  # named like a map daemon
     me = os.getpid()
-    live = {"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10",
-            "pid": me, "pid_start": registry.process_start_time(me), "mountpoint": ""}
-    dead_proc = subprocess.Popen(["true"])
-    dead_proc.wait()
-    dead = dict(live, id="2", name="b", device="/dev/loop2", pid=dead_proc.pid)
-    reused = dict(live, id="3", name="c", device="/dev/loop3", pid_start=1)  # pid reused by us
-    for r in (live, dead, reused):
-        registry.write_record(r)
-    assert [r["id"] for r in registry.iter_records()] == ["2", "3", "10"]
-    shown = block.showmapped()
-    assert shown == [{"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10"}]
-    assert sorted(_ls(run_dir / "mappings")) == ["10.json"]
+    try:
+        assert daemon.stdout.readline() == b"ok\n"
+        live = {"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10",
+                "pid": daemon.pid, "pid_start": registry.process_start_time(daemon.pid), "mountpoint": ""}
+        dead_proc = subprocess.Popen(["true"])
+        dead_proc.wait()
+        dead = dict(live, id="2", name="b", device="/dev/loop2", pid=dead_proc.pid)
+        reused = dict(live, id="3", name="c", device="/dev/loop3", pid_start=1)  # pid reused
+        not_ours = dict(live, id="4", name="d", device="/dev/loop4", pid=me,  # not a map daemon
+                        pid_start=registry.process_start_time(me))
+        for r in (live, dead, reused, not_ours):
+            registry.write_record(r)
+        assert [r["id"] for r in registry.iter_records()] == ["2", "3", "4", "10"]
+        shown = block.showmapped()
+        assert shown == [{"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-",
+                          "device": "/dev/loop10"}]
+        assert sorted(_ls(run_dir / "mappings")) == ["10.json"]
+    finally:
+        daemon.kill()
+        daemon.wait()
 
 
 def test_zombie_counts_as_dead():
