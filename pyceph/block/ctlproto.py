@@ -229,7 +229,7 @@ def _encode_value(typ: int, value: Any) -> bytes:
         return _FIXED[typ].pack(value)
     if typ == T_STR:
         return value.encode("utf-8")
-    if typ == T_BYTES:
+    if typ == T_BYTES or (typ not in TYPE_NAMES and isinstance(value, bytes)):  # raw: a newer type
         return bytes(value)
     if typ == T_JSON:
         return json.dumps(value, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -379,7 +379,7 @@ def check_reply(msg: Message, op: int) -> dict[str, Any]:
     or raise: :class:`ControlError` for a status other than OK (E_FAILED becomes the
     typed pyceph error named by error_class/errno); unknown mandatory tags in a reply
     mean this side is too old (E_UNKNOWN_TAG)."""
-    if msg.kind != KIND_REPLY or msg.op != op:
+    if msg.kind != KIND_REPLY or msg.op not in (op, 0):  # 0: refused before the op was read
         raise ControlError(E_MALFORMED, f"expected a reply to {op_name(op)}")
     out: dict[str, Any] = {}
     for f in msg.fields:
