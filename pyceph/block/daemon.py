@@ -26,6 +26,7 @@ import resource
 import signal
 import sys
 import time
+import uuid
 from typing import Any, Awaitable, Callable
 
 from .. import errors
@@ -515,8 +516,9 @@ class _Daemon:
             "current_snap": snap,
             "parent": repr(parent) if parent is not None else None,
             "client_id": f"client{monc.global_id}" if monc is not None else None,
-            "client_addr": str(getattr(monc, "my_addr", "")) or None if monc is not None else None,
-            "cluster_fsid": str(fsid) if fsid is not None else None,
+            "client_addr": _str_or_none(getattr(monc, "client_addr", None)),
+            "cluster_fsid": str(uuid.UUID(bytes=bytes(fsid))) if isinstance(fsid, (bytes, bytearray))
+            and len(fsid) == 16 else _str_or_none(fsid),
             "config_info": opts,
             "read_only": bool(getattr(self, "read_only", self.spec.get("read_only"))),
             "settings": {k: self._setting(k) for k in sorted(mapopts.RUNTIME_OPTIONS)},
@@ -625,6 +627,10 @@ class _Daemon:
         if not loopdev.wait_detached(index, self.detach_timeout):
             log.error("loop%d still attached after %.0fs (held open); unmounting anyway",
                       index, self.detach_timeout)
+
+
+def _str_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)
 
 
 def _harden_process() -> None:
