@@ -217,7 +217,8 @@ def process_start_time(pid: int) -> int | None:
 def daemon_alive(rec: dict[str, Any]) -> bool:
     """True if the daemon recorded in ``rec`` still runs: the pid has the recorded
     start time, belongs to us (euid) and is named ``pyceph-map``.  Only then may it
-    be signalled."""
+    be signalled.  (A daemon of an older pyceph, not yet named, is recognized by its
+    ``python -m pyceph.cli.prbd _map-daemon`` command line.)"""
     pid = rec.get("pid")
     if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return False
@@ -228,7 +229,12 @@ def daemon_alive(rec: dict[str, Any]) -> bool:
         if os.stat(f"/proc/{pid}").st_uid != os.geteuid():
             return False
         with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip() == DAEMON_COMM
+            if f.read().strip() == DAEMON_COMM:
+                return True
+        # a daemon started before processes were named: prbd's own daemon command line
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        return b"pyceph.cli.prbd" in argv and b"_map-daemon" in argv
     except OSError:
         return False
 
