@@ -284,7 +284,7 @@ def test_half_sent_message_is_closed_after_the_idle_timeout(sock_path):
 
 
 def test_connections_beyond_the_cap_get_e_busy_and_requests_retry(sock_path):
-    srv, start = _new_server([], idle=0.3, cap=2)
+    srv, start = _new_server([], idle=1.0, cap=2)
     lp = _Loop(sock_path, start)
     leaked = []
     try:
@@ -297,7 +297,7 @@ def test_connections_beyond_the_cap_get_e_busy_and_requests_retry(sock_path):
         assert msg.get("status") == ctlproto.E_BUSY
         # the client retries until the leaked ones time out
         assert control.request(sock_path, ctlproto.OP_STATS, [], 5)["stats"] == {"read": 7}
-        assert srv.stats["refused_busy"] >= 1 and srv.stats["idle_timeouts"] == 2
+        assert srv.stats["refused_busy"] >= 1 and srv.stats["idle_timeouts"] >= 2
     finally:
         for s in leaked:
             s.close()
