@@ -87,7 +87,7 @@ def spec_from_env() -> dict[str, Any]:
     spec = json.loads(raw)
     if not isinstance(spec, dict):
         raise errors.InvalidArgumentError(f"{SPEC_ENV} is not a JSON object")
-    if spec.get("secret") or (spec.get("options") or {}).get("secret") or (spec.get("options") or {}).get("key"):
+    if spec.get("secret") or (spec.get("options") or {}).get("secret"):
         raise errors.InvalidArgumentError(f"{SPEC_ENV} must not carry a secret; use {SPEC_FD_ENV}")
     return spec
 
@@ -498,8 +498,9 @@ class _Daemon:
         ioctx = getattr(img, "ioctx", None)
         parent = getattr(img, "parent", None)
         fsid = getattr(monc, "fsid", None)
+        # krbd's config_info without the secret (key= names a keyring entry: kept)
         opts = {k: v for k, v in (self.spec.get("options") or {}).items()
-                if k not in ("secret", "key") and not k.startswith("test_")}
+                if k != "secret" and not k.startswith("test_")}
         snap = self.spec.get("snap") or "-"
         return {
             "id": self.dev_id,

@@ -119,3 +119,70 @@ def test_garbage_on_the_socket_gets_an_error_reply(cluster, image):
             out += chunk
     assert ctlproto.decode(out).get("status") == ctlproto.E_VERSION
     assert control.mapping_stats(dev)["errors"] == 0
+
+
+# --- registry trust, as a real unprivileged user ------------------------------------------
+
+_NAMED = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'pyceph-map', 0, 0, 0); "
+          "print('ok', flush=True); time.sleep(120)")
+
+
+def test_records_planted_by_another_user_are_refused(cluster, tmp_path):
+    """User nobody plants a mapping record naming a root process (named like a map
+    daemon, right start time) and a root-owned file; root's `prbd showmapped` and
+    `prbd unmap` with PYCEPH_RUN_DIR pointing there refuse with one line, delete
+    nothing and signal nothing."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from pyceph.block import registry
+
+    from .helpers import run
+
+    planted = tempfile.mkdtemp(prefix="pyceph-planted-")
+    os.chmod(planted, 0o777)
+    victim_file = tmp_path / "victim"
+    victim_file.write_text("root's file")
+    victim = subprocess.Popen([sys.executable, "-c", _NAMED], stdout=subprocess.PIPE)
+    try:
+        assert victim.stdout.readline() == b"ok\n"
+        rec = {"id": "5", "pool": "rbd", "namespace": "", "name": "x", "snap": "-", "device": "/dev/loop5",
+               "pid": victim.pid, "pid_start": registry.process_start_time(victim.pid),
+               "mountpoint": str(victim_file), "socket": f"{planted}/mappings/5.sock"}
+        script = (f"mkdir -p {planted}/mappings {planted}/mnt && printf '%s' '{json.dumps(rec)}' "
+                  f"> {planted}/mappings/5.json && chmod -R a+rwx {planted}/mappings {planted}/mnt")
+        run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", script])
+        assert os.stat(f"{planted}/mappings/5.json").st_uid == 65534
+        env = dict(os.environ, PYCEPH_RUN_DIR=planted)
+        for args in (["showmapped"], ["unmap", "/dev/loop5"], ["unmap", "rbd/x"], ["unmap", "-o", "force", "rbd/x"]):
+            p = prbd(cluster, *args, env=env, check=False)
+            err = p.stderr.decode()
+            assert p.returncode != 0, (args, err)
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and "refusing to use it" in lines[0] and "Traceback" not in err, err
+        # a directory of nobody's own (mode 0700) is refused too
+        mine = tempfile.mkdtemp(prefix="pyceph-nobody-")
+        os.chown(mine, 65534, 65534)
+        p = prbd(cluster, "showmapped", env=dict(os.environ, PYCEPH_RUN_DIR=mine), check=False)
+        assert p.returncode != 0 and "must be owned by uid 0" in p.stderr.decode()
+        os.rmdir(mine)
+        assert victim_file.read_text() == "root's file"
+        assert victim.poll() is None  # not signalled
+        # the same record inside a trusted run dir is still not acted on: its mount point is outside it
+        good = tmp_path / "run"
+        (good / "mappings").mkdir(mode=0o700, parents=True)
+        good.chmod(0o700)
+        (good / "mappings" / "5.json").write_text(json.dumps(dict(rec, socket=str(good / "mappings/5.sock"))))
+        env = dict(os.environ, PYCEPH_RUN_DIR=str(good))
+        p = prbd(cluster, "showmapped", "--format", "json", env=env)
+        assert json.loads(p.stdout or b"[]") == []
+        p = prbd(cluster, "unmap", "/dev/loop5", env=env, check=False)
+        assert p.returncode != 0 and "not a pyceph-mapped device" in p.stderr.decode()
+        assert victim_file.read_text() == "root's file" and victim.poll() is None
+    finally:
+        victim.kill()
+        victim.wait()
+        import shutil
+        shutil.rmtree(planted, ignore_errors=True)

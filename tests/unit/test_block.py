@@ -783,7 +783,7 @@ def test_malformed_input_gets_an_error_reply_and_idle_half_messages_are_closed(m
 
 
 def test_leaked_connections_beyond_the_cap_do_not_block_unmap(mapper, run_dir):
-    dev, _, _ = mapper(16 * MiB, ctl_idle_timeout=0.5, ctl_max_conns=4)
+    dev, _, _ = mapper(16 * MiB, ctl_idle_timeout=0.5, ctl_max_conns=4, keep_log=True)
     path = _sock(dev)
     leaked = []
     try:
@@ -801,7 +801,8 @@ def test_leaked_connections_beyond_the_cap_do_not_block_unmap(mapper, run_dir):
             s.close()
     assert block.showmapped() == []
     log_lines = [ln for f in _ls(run_dir / "log") for ln in open(run_dir / "log" / f)]
-    assert len(log_lines) < 200  # warnings rate-limited
+    refusals = [ln for ln in log_lines if "refusing another" in ln]
+    assert 1 <= len(refusals) <= 10  # rate-limited: at most 10 warnings a minute
 
 
 def test_spec_and_secret_are_not_in_the_daemon_environment_or_argv(mapper, run_dir):
@@ -819,6 +820,9 @@ def test_spec_and_secret_are_not_in_the_daemon_environment_or_argv(mapper, run_d
             assert secret.encode() not in data and b"PYCEPH_MAP_SPEC=" not in data, what
         with open(f"/proc/{pid}/comm") as f:
             assert f.read().strip() == "pyceph-map"
+        with open(f"/proc/{pid}/limits") as f:
+            nofile = [ln.split()[3:5] for ln in f if ln.startswith("Max open files")][0]
+        assert nofile[0] == nofile[1]  # soft open-file limit raised to the hard one
         assert secret not in json.dumps(block.info(dev))
         block.unmap(dev, timeout=30)
         for f in _ls(run_dir / "log"):
@@ -828,59 +832,6 @@ def test_spec_and_secret_are_not_in_the_daemon_environment_or_argv(mapper, run_d
 
 
 # --- registry trust --------------------------------------------------------------------
-
-
-def _named_victim():
-    p = subprocess.Popen([sys.executable, "-c", _NAMED], stdout=subprocess.PIPE)
-    assert p.stdout.readline() == b"ok\n"
-    return p
-
-
-def _prbd(*args, env_extra):
-    env = dict(os.environ, **env_extra)
-    return subprocess.run([sys.executable, "-m", "pyceph.cli.prbd", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
-
-
-def test_records_planted_by_another_user_are_refused(tmp_path):
-    """As root, with PYCEPH_RUN_DIR pointing at a directory user nobody controls."""
-    import shutil
-    import tempfile
-
-    planted = tempfile.mkdtemp(prefix="pyceph-planted-")
-    os.chmod(planted, 0o777)
-    victim_file = tmp_path / "victim"
-    victim_file.write_text("root's file")
-    victim = _named_victim()
-    try:
-        rec = {"id": "5", "pool": "rbd", "namespace": "", "name": "x", "snap": "-", "device": "/dev/loop5",
-               "pid": victim.pid, "pid_start": registry.process_start_time(victim.pid),
-               "mountpoint": str(victim_file), "socket": f"{planted}/mappings/5.sock"}
-        script = (f"mkdir -p {planted}/mappings {planted}/mnt && "
-                  f"printf '%s' '{json.dumps(rec)}' > {planted}/mappings/5.json && chmod -R a+rwx {planted}/mappings {planted}/mnt")
-        sh("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", script)
-        assert os.stat(f"{planted}/mappings/5.json").st_uid == 65534
-        for args in (["showmapped"], ["unmap", "/dev/loop5"], ["unmap", "rbd/x"]):
-            p = _prbd(*args, env_extra={registry.RUN_DIR_ENV: planted})
-            assert p.returncode != 0, (args, p.stdout, p.stderr)
-            lines = p.stderr.strip().splitlines()
-            assert len(lines) == 1 and "refusing to use it" in lines[0] and "Traceback" not in p.stderr, p.stderr
-        assert victim_file.read_text() == "root's file"
-        assert victim.poll() is None  # not signalled
-        # the same record in a trusted run dir is still not acted on: its paths lie outside it
-        good = tmp_path / "run"
-        good.mkdir(mode=0o700)
-        (good / "mappings").mkdir(mode=0o700)
-        (good / "mappings" / "5.json").write_text(json.dumps(dict(rec, socket=str(good / "mappings/5.sock"))))
-        p = _prbd("showmapped", "--format", "json", env_extra={registry.RUN_DIR_ENV: str(good)})
-        assert p.returncode == 0 and json.loads(p.stdout or "[]") == []
-        p = _prbd("unmap", "/dev/loop5", env_extra={registry.RUN_DIR_ENV: str(good)})
-        assert p.returncode != 0 and "not a pyceph-mapped device" in p.stderr
-        assert victim_file.read_text() == "root's file" and victim.poll() is None
-    finally:
-        victim.kill()
-        victim.wait()
-        shutil.rmtree(planted, ignore_errors=True)
 
 
 def test_run_dir_modes(tmp_path, monkeypatch):
