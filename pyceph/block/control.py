@@ -337,9 +337,11 @@ def _exchange(path: str, frame: bytes, deadline: float) -> ctlproto.Message:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(max(0.01, deadline - time.monotonic()))
         s.connect(path)
-        s.sendall(frame)
-        with contextlib.suppress(OSError):
+        try:
+            s.sendall(frame)
             s.shutdown(socket.SHUT_WR)  # a text-only daemon reads "a line" up to EOF
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused at once (E_BUSY, E_PERMISSION): its reply is still there to read
         rx = ctlproto.Receiver(ctlproto.KIND_REPLY)
         while True:
             s.settimeout(max(0.01, deadline - time.monotonic()))

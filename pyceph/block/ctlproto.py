@@ -132,6 +132,7 @@ E_SHUTTING_DOWN = 12
 E_NOT_SUPPORTED = 13
 E_FAILED = 14
 E_APPLY_FAILED = 15
+E_PERMISSION = 16
 
 #: code -> (name, errno, meaning)
 STATUS: dict[int, tuple[str, int, str]] = {
@@ -151,6 +152,7 @@ STATUS: dict[int, tuple[str, int, str]] = {
     E_NOT_SUPPORTED: ("E_NOT_SUPPORTED", _errno.EOPNOTSUPP, "this mapping cannot do that"),
     E_FAILED: ("E_FAILED", _errno.EIO, "the operation failed (errno and error_class tell why)"),
     E_APPLY_FAILED: ("E_APPLY_FAILED", _errno.EIO, "applying failed; every setting was rolled back"),
+    E_PERMISSION: ("E_PERMISSION", _errno.EACCES, "the peer is neither root nor the daemon's user"),
 }
 
 

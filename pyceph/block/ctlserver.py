@@ -3,7 +3,8 @@
 One request per connection.  Every input is bounded: a message is at most
 ``ctlproto.MAX_MESSAGE`` bytes, the whole request must arrive within
 ``idle_timeout`` seconds of the connect, at most ``max_conns`` connections are
-served at once (one more gets an E_BUSY reply and is closed), and a reply not taken
+served at once (one more gets an E_BUSY reply and is closed), a peer that is neither
+root nor the daemon's user (SO_PEERCRED) gets E_PERMISSION, and a reply not taken
 within ``idle_timeout`` is dropped.  Every bad input gets an error reply (binary,
 or the first daemons' text ``error <errno> <Class> <message>`` line for a text
 command).  Warnings are rate-limited (:class:`RateLimitedLog`) so that no client
@@ -16,6 +17,9 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
+import socket
+import struct
 import time
 from typing import Any, Awaitable, Callable
 
@@ -58,9 +62,25 @@ class RateLimitedLog:
         return True
 
 
+_PROTOCOL_STATUS = (ctlproto.E_MALFORMED, ctlproto.E_VERSION, ctlproto.E_TOO_BIG)
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The connecting process's uid (SO_PEERCRED: struct ucred pid, uid, gid), or None."""
+    sock = writer.get_extra_info("socket")
+    try:
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+    except (OSError, AttributeError):
+        return None
+    return uid
+
+
 def _legacy_error(exc: BaseException) -> bytes:
     code = getattr(exc, "errno", None) or errno.EIO
-    name = "InvalidArgumentError" if isinstance(exc, ControlError) else type(exc).__name__
+    if isinstance(exc, ControlError):
+        name = "ProtocolError" if exc.status in _PROTOCOL_STATUS else "InvalidArgumentError"
+    else:
+        name = type(exc).__name__
     msg = getattr(exc, "message", None) or str(exc)
     return f"error {code} {name} {msg}".replace("\n", " ").encode() + b"\n"
 
@@ -92,6 +112,15 @@ class ControlServer:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats["connections"] += 1
+        uid = peer_uid(writer)
+        if uid is None or uid not in (0, os.geteuid()):
+            self.warn.warning("control: refusing a connection from uid %s", uid)
+            with contextlib.suppress(Exception):
+                writer.write(ctlproto.error_reply(0, ControlError(
+                    ctlproto.E_PERMISSION, f"uid {uid} may not control this mapping")))
+                await asyncio.wait_for(writer.drain(), 1.0)
+            writer.close()
+            return
         if self.active >= self.max_conns:
             self.stats["refused_busy"] += 1
             self.warn.warning("control: %d connections open, refusing another", self.active)

@@ -773,7 +773,7 @@ def test_malformed_input_gets_an_error_reply_and_idle_half_messages_are_closed(m
             return out
 
     assert raw(b"hello there\n") == b"error 22 InvalidArgumentError unknown command\n"
-    assert raw(b"\xff" * 300).startswith(b"error 74 InvalidArgumentError")
+    assert raw(b"\xff" * 300).startswith(b"error 74 ProtocolError")
     assert ctlproto.decode(raw(b"\0PCT\x09" + bytes(7))).get("status") == ctlproto.E_VERSION
     assert ctlproto.decode(raw(ctlproto.request(42))).get("message") == "daemon too old for operation 42"
     t0 = time.monotonic()

@@ -230,9 +230,12 @@ def _raw(path, data, shut=True):
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(5)
         s.connect(path)
-        s.sendall(data)
-        if shut:
-            s.shutdown(socket.SHUT_WR)
+        try:
+            s.sendall(data)
+            if shut:
+                s.shutdown(socket.SHUT_WR)
+        except BrokenPipeError:
+            pass  # refused before reading (E_BUSY): the reply is still there
         out = b""
         while chunk := s.recv(65536):
             out += chunk
@@ -390,3 +393,35 @@ def test_spec_travels_over_a_private_pipe_not_the_environment(monkeypatch):
     monkeypatch.setenv(daemon.SPEC_FD_ENV, str(r))
     with pytest.raises(errors.InvalidArgumentError, match="spec pipe"):
         daemon.read_spec()
+
+
+def test_a_peer_of_another_user_gets_e_permission(tmp_path):
+    import subprocess
+    import sys
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="pyceph-ctl-peer-")
+    os.chmod(d, 0o755)
+    path = os.path.join(d, "ctl.sock")
+    calls = []
+    srv, start = _new_server(calls, idle=2.0)
+    lp = _Loop(path, start)
+    try:
+        os.chmod(path, 0o777)
+        client = ("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); b=b''\n"
+                  "try: s.sendall(bytes.fromhex(sys.argv[2])); s.shutdown(socket.SHUT_WR)\n"
+                  "except BrokenPipeError: pass\n"
+                  "while (c := s.recv(65536)): b += c\n"
+                  "sys.stdout.write(b.hex())")
+        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                            sys.executable, "-c", client, path, ctlproto.request(ctlproto.OP_STATS).hex()],
+                           capture_output=True, text=True, timeout=30)
+        assert p.returncode == 0, p.stderr
+        msg = ctlproto.decode(bytes.fromhex(p.stdout))
+        assert msg.get("status") == ctlproto.E_PERMISSION and msg.get("message") == "uid 65534 may not control this mapping"
+        assert calls == []
+        assert control.request(path, ctlproto.OP_STATS, [], 5)["stats"] == {"read": 7}  # root may
+    finally:
+        lp.close()
+        import shutil
+        shutil.rmtree(d, ignore_errors=True)
