@@ -669,7 +669,10 @@ def run_daemon(
     - size_poll: seconds between checks of the image size; a change resizes the
       device, as krbd follows ``rbd resize`` (default 0.5; 0 = never)
     - log_level: debug, info (default), warning or error (debug logs every discard)
+    - ctl_idle_timeout: seconds a control request may take to arrive (default 10)
+    - ctl_max_conns: control connections served at once (default 16; docs/CONTROL.md)
 
+    The process names itself ``pyceph-map`` and raises its open-file limit.
     ``open_image`` is awaited inside the daemon's event loop.  ``ready_fd``
     (default: env ``PYCEPH_MAP_READY_FD``; None prints to stdout) receives one line,
     ``ready <device>`` or ``error <errno> <ErrorClass> <message>``.  Call it from
