@@ -452,6 +452,15 @@ class _Daemon:
             return options.get(name, mapopts.BY_NAME[name].default)
         raise ctlproto.ControlError(ctlproto.E_UNKNOWN_SETTING, f"no setting {name!r}")
 
+    def _settings(self) -> dict[str, Any]:
+        """The runtime options this mapping has (a block image without a RADOS client has
+        only queue_depth), with their current values."""
+        out = {}
+        for k in sorted(mapopts.RUNTIME_OPTIONS):
+            with contextlib.suppress(ctlproto.ControlError):
+                out[k] = self._setting(k)
+        return out
+
     def _set_setting(self, name: str, value: Any) -> None:
         if name == "queue_depth":
             # krbd's queue_depth: requests served at once, and the kernel's async cap
@@ -533,7 +542,7 @@ class _Daemon:
             and len(fsid) == 16 else _str_or_none(fsid),
             "config_info": opts,
             "read_only": bool(getattr(self, "read_only", self.spec.get("read_only"))),
-            "settings": {k: self._setting(k) for k in sorted(mapopts.RUNTIME_OPTIONS)},
+            "settings": self._settings(),
             "pid": os.getpid(),
         }
 

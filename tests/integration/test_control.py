@@ -75,11 +75,15 @@ def test_configure_two_settings_atomically_on_a_live_rados_client(cluster, image
     name, made = image
     dev = pmap(cluster, f"rbd/{name}")
     made.append(dev)
-    before = control.info(dev)["settings"]
-    assert before == {"osd_request_timeout": 0.0, "queue_depth": 64}
+    def settings():
+        s = control.info(dev)["settings"]
+        return {k: s[k] for k in ("osd_request_timeout", "queue_depth")}
+
+    assert control.info(dev)["settings"] == {"osd_request_timeout": 0.0, "queue_depth": 64, "osdkeepalive": 5.0,
+                                             "lock_timeout": 0, "lock_on_read": False}
     assert control.configure(dev, {"queue_depth": "32", "osd_request_timeout": "30"}) == {
         "queue_depth": 32, "osd_request_timeout": 30.0}
-    assert control.info(dev)["settings"] == {"osd_request_timeout": 30.0, "queue_depth": 32}
+    assert settings() == {"osd_request_timeout": 30.0, "queue_depth": 32}
     # one bad value: neither changes
     with pytest.raises(ctlproto.ControlError) as ei:
         control.configure(dev, {"queue_depth": "8", "osd_request_timeout": "-1"})
@@ -87,13 +91,13 @@ def test_configure_two_settings_atomically_on_a_live_rados_client(cluster, image
     with pytest.raises(ctlproto.ControlError) as ei:
         control.configure(dev, {"osd_request_timeout": "5", "exclusive": "1"})
     assert ei.value.status == ctlproto.E_UNKNOWN_SETTING
-    assert control.info(dev)["settings"] == {"osd_request_timeout": 30.0, "queue_depth": 32}
+    assert settings() == {"osd_request_timeout": 30.0, "queue_depth": 32}
     # through the CLI function `prbd device config` dispatches to
     p = argparse.ArgumentParser()
     device_config.add_device_config_parser(p.add_subparsers())
     args = p.parse_args(["config", dev, "--set", "queue_depth=16", "--set", "osd_request_timeout=0"])
     assert args.func(args) == 0
-    assert control.info(dev)["settings"] == {"osd_request_timeout": 0.0, "queue_depth": 16}
+    assert settings() == {"osd_request_timeout": 0.0, "queue_depth": 16}
     # data still flows with the new settings
     fd = os.open(dev, os.O_RDWR)
     try:
