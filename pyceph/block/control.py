@@ -63,6 +63,8 @@ def _normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
         "snap": spec.get("snap") or "-",
         "read_only": bool(spec.get("read_only")) or (spec.get("snap") or "-") != "-",
         "options": dict(spec.get("options") or {}),
+        # the secret resolved by the CLI and its entity: for the daemon only, never recorded
+        **{k: spec[k] for k in ("secret", "auth_name") if spec.get(k)},
     }
 
 

@@ -35,6 +35,7 @@ from ..rbd.features import FEATURE_NAMES, RBD_FEATURE_FAST_DIFF, RBD_FEATURE_LAY
 from ..rbd.object_map import ObjectMap
 from .common import (
     CliError,
+    CliParser,
     ImageSpec,
     Progress,
     TextTable,
@@ -1320,6 +1321,11 @@ def cmd_map(args) -> int:
     spec = _spec(args, SNAP_PERMITTED)
     req = map_request(spec, args.options or [], args.read_only, args.exclusive)
     cfg = _map_config(args, req["options"])  # fail here, in the foreground, on a bad conf, key or ms_mode
+    # The secret (secret=, key=NAME, --keyfile, keyring) is resolved here, in the caller's
+    # keyrings, and travels in the spec only, never in the daemon's argv or options.
+    req["options"] = {k: v for k, v in req["options"].items() if k not in ("secret", "key")}
+    if cfg.key is not None:
+        req["secret"], req["auth_name"] = cfg.key, str(cfg.name)
     daemon_argv = [sys.executable, "-m", "pyceph.cli.prbd", "_map-daemon"]
     if cfg.conf_path:
         daemon_argv += ["--conf", cfg.conf_path]
@@ -1379,7 +1385,8 @@ def cmd_map_daemon(args) -> int:
     spec = read_spec()
 
     async def open_image():
-        r = AsyncRados(_map_config(args, spec.get("options") or {}))
+        secret = (spec["secret"], "the map request") if spec.get("secret") else None
+        r = AsyncRados(_map_config(args, spec.get("options") or {}, secret, spec.get("auth_name")))
         await r.connect(args.connect_timeout)
         try:
             io = await r.open_ioctx(spec["pool"], spec.get("namespace") or "")
@@ -1397,11 +1404,17 @@ def cmd_map_daemon(args) -> int:
     return run_daemon(spec, open_image)
 
 
-def _map_config(args, options: dict[str, Any]):
-    """The client config of a mapping, with krbd's ``ms_mode`` map option (``legacy``,
-    ``crc``, ``secure``, ``prefer-crc``, ``prefer-secure``) as the ``ms_mode`` option that
+def _map_config(args, options: dict[str, Any], secret: tuple[str, str] | None = None,
+                auth_name: str | None = None):
+    """The client config of a mapping: krbd's ``name=`` (client id, or a full
+    ``client.X``), ``secret=``/``key=NAME`` (:func:`load_config`; ``secret`` is the
+    ``(base64, source)`` the daemon was handed), and ``ms_mode`` (``legacy``, ``crc``,
+    ``secure``, ``prefer-crc``, ``prefer-secure``) as the ``ms_mode`` option that
     ``ClientConfig.msgr_modes`` reads.  Raises ConfigError for a bad value."""
-    cfg = load_config(args)
+    name = auth_name
+    if name is None and isinstance(options.get("name"), str) and options["name"]:
+        name = options["name"] if options["name"].startswith("client.") else f"client.{options['name']}"
+    cfg = load_config(args, options, secret=secret, name=name)
     mode = options.get("ms_mode")
     if mode is not None:
         parse_ms_mode(str(mode), "ms_mode")
@@ -1445,7 +1458,7 @@ def cmd_showmapped(args) -> int:
 # -- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="RBD images over pyceph's pure-Python Ceph client "
+    p = CliParser(prog=PROG, description="RBD images over pyceph's pure-Python Ceph client "
                                 "(the rbd command line).")
     add_client_options(p)
     p.add_argument("-p", "--pool", help="pool name (default rbd)")
