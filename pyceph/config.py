@@ -130,8 +130,10 @@ def read_text_file(path: str | os.PathLike[str], what: str) -> str:
     file, binary data (a NUL byte or bytes that are not UTF-8) or one over 4 MiB."""
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        # O_NONBLOCK: a FIFO must not hang us before the regular-file check.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise ConfigError(f"cannot read {what} {p}: not a regular file")
             data = f.read(_MAX_CONF_BYTES + 1)
     except IsADirectoryError:

@@ -1323,6 +1323,10 @@ def cmd_map(args) -> int:
     cfg = _map_config(args, req["options"])  # fail here, in the foreground, on a bad conf, key or ms_mode
     # The secret (secret=, key=NAME, --keyfile, keyring) is resolved here, in the caller's
     # keyrings, and travels in the spec only, never in the daemon's argv or options.
+    if "secret" in req["options"]:
+        print(f"{PROG}: warning: a secret= map option on the command line is visible to every local user "
+              "(ps, /proc/PID/cmdline); prefer -o key=NAME (kernel keyring), --keyfile or --keyring",
+              file=sys.stderr)
     req["options"] = {k: v for k, v in req["options"].items() if k not in ("secret", "key")}
     if cfg.key is not None:
         req["secret"], req["auth_name"] = cfg.key, str(cfg.name)
