@@ -158,3 +158,11 @@ def test_map_bad_secret_or_missing_key_is_one_line(conf, captured_map, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'client.pyceph-nosuch' not found in the kernel keyring" in err
     assert "spec" not in captured_map
+
+
+def test_standalone_dev_tool_parsers_refuse_abbreviations(capsys):
+    from pyceph.cluster import cli as cluster_cli
+
+    with pytest.raises(SystemExit) as ei:
+        cluster_cli.main(["start", "--di", "/tmp/x"])
+    assert ei.value.code == 2 and "unrecognized arguments: --di" in capsys.readouterr().err
