@@ -59,6 +59,7 @@ KEY_SPEC_USER_SESSION_KEYRING = -5
 
 KEYCTL_GET_KEYRING_ID = 0
 KEYCTL_JOIN_SESSION_KEYRING = 1
+KEYCTL_REVOKE = 3
 KEYCTL_DESCRIBE = 6
 KEYCTL_LINK = 8
 KEYCTL_UNLINK = 9
@@ -142,9 +143,11 @@ def _desc_bytes(description: str) -> bytes:
 
 def _search(ktype: str, description: str) -> int | None:
     """Serial of the ``ktype`` key ``description`` (request_key's search, then ``@u``), or
-    None if there is none.  Raises OSError for anything but ENOKEY/ENODEV-like misses."""
+    None if there is none.  An expired, revoked or inaccessible key found by both
+    searches raises OSError with that errno (EKEYEXPIRED, EKEYREVOKED, EACCES)."""
     k = _kernel()
     t, d = ktype.encode(), _desc_bytes(description)
+    found: OSError | None = None
     try:
         return k.request_key(t, d)
     except OSError as e:
@@ -152,13 +155,19 @@ def _search(ktype: str, description: str) -> int | None:
             return None
         if e.errno not in (errno.ENOKEY, errno.EKEYEXPIRED, errno.EKEYREVOKED, errno.EACCES):
             raise
+        if e.errno != errno.ENOKEY:
+            found = e
     try:
         return k.keyctl(KEYCTL_SEARCH, ctypes.c_long(KEY_SPEC_USER_KEYRING), ctypes.c_char_p(t),
                         ctypes.c_char_p(d), ctypes.c_long(0))
     except OSError as e:
-        if e.errno in (errno.ENOKEY, errno.ENODEV, errno.EKEYEXPIRED, errno.EKEYREVOKED, errno.EACCES):
-            return None
-        raise
+        if e.errno not in (errno.ENOKEY, errno.ENODEV, errno.EKEYEXPIRED, errno.EKEYREVOKED, errno.EACCES):
+            raise
+        if found is None and e.errno not in (errno.ENOKEY, errno.ENODEV):
+            found = e
+    if found is not None:
+        raise found
+    return None
 
 
 def _read(serial: int) -> bytes:
@@ -218,7 +227,7 @@ def keyctl_lookup_key(description: str) -> CryptoKey:
                 continue
             payload = _read(serial)
         except OSError as e:
-            if ktype == "ceph" and e.errno in (errno.EOPNOTSUPP, errno.EACCES):
+            if ktype == "ceph":
                 unreadable = e  # the kernel keeps ceph keys from user space: try a user key
                 continue
             hint = ""
@@ -238,8 +247,8 @@ def keyctl_lookup_key(description: str) -> CryptoKey:
         return key
     if unreadable is not None:
         raise KeyringError(
-            f"key {description!r} in the kernel keyring is a 'ceph' key, which the kernel does not let "
-            f"user space read ({unreadable.strerror}); add it as a user key too: "
+            f"key {description!r} in the kernel keyring is a 'ceph' key, which user space cannot read "
+            f"({unreadable.strerror}); add it as a user key too: "
             f"keyctl padd user {description} @u < KEYFILE", errno=errno.ENOKEY)
     raise KeyringError(
         f"key {description!r} not found in the kernel keyring (searched the thread, process, session "

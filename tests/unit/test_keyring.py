@@ -7,6 +7,7 @@ of the uid) have unique names and are unlinked afterwards."""
 from __future__ import annotations
 
 import base64
+import ctypes
 import errno
 import os
 import uuid
@@ -156,3 +157,15 @@ def test_bad_secret_option_never_echoed():
         kr.secret_from_map_options({"secret": bad})
     assert "malformed cephx key in the secret= map option" in str(ei.value)
     assert bad not in str(ei.value) and bad.strip("=") not in str(ei.value)
+
+
+def test_revoked_key_says_so(name):
+    """krbd's "Failed due to revoked key" (an expired key reads alike: EKEYEXPIRED; not
+    tested, as that needs waiting for a timeout)."""
+    key = aes_key()
+    other = kr.keyctl_add_user(name + "-r", key.to_base64(), "@s")
+    kr._kernel().keyctl(kr.KEYCTL_REVOKE, ctypes.c_long(other))
+    with pytest.raises(kr.KeyringError) as ei:
+        kr.keyctl_lookup(name + "-r")
+    assert ei.value.errno == errno.EKEYREVOKED and repr(name + "-r") in str(ei.value)
+    assert "revoked" in str(ei.value) and key.to_base64() not in str(ei.value)
