@@ -36,7 +36,6 @@ import errno
 import os
 import platform
 import re
-from typing import Any, Mapping
 
 from ..config import ClientConfig
 from ..errors import ConfigError, DecodeError
@@ -325,31 +324,7 @@ def keyctl_describe(serial: int) -> tuple[str, int, int, int, str]:
     return ktype, int(uid), int(gid), int(perm, 16), desc
 
 
-# -- where a client's secret comes from -----------------------------------------------------
-
-def secret_from_map_options(options: Mapping[str, Any]) -> tuple[str, str] | None:
-    """krbd's secret map options (net/ceph/ceph_common.c ``Opt_secret``/``Opt_key``) ->
-    ``(base64 key, source)``, or None when neither is given.
-
-    ``secret=BASE64`` is the key itself; ``key=NAME`` names a key in the caller's kernel
-    keyrings (:func:`keyctl_lookup_key`).  Giving both is refused (the kernel keeps the
-    last; a dict of options does not say which was last).  Raises :class:`ConfigError`
-    (a :class:`KeyringError` for a lookup), never quoting a secret.
-    """
-    secret, name = options.get("secret"), options.get("key")
-    if secret is not None and name is not None:
-        raise ConfigError("map options secret= and key= both given: use one")
-    if name is not None:
-        if not isinstance(name, str) or not name:
-            raise ConfigError("map option key= needs the name of a key in the kernel keyring")
-        return keyctl_lookup_key(name).to_base64(), f"kernel keyring key {name!r}"
-    if secret is not None:
-        if not isinstance(secret, str) or not secret:
-            raise ConfigError("map option secret= needs a base64 cephx key")
-        source = "the secret= map option"
-        return parse_secret(secret, source).to_base64(), source
-    return None
-
+# -- checking a client's secret ---------------------------------------------------------------
 
 def parse_secret(b64: str, source: str, entity: object | None = None) -> CryptoKey:
     """The :class:`CryptoKey` of base64 ``b64``; ConfigError ``malformed cephx key for

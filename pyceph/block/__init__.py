@@ -9,14 +9,15 @@ asks it to flush, detach and exit; ``showmapped`` lists live mappings in
 ``$PYCEPH_RUN_DIR`` (default ``/run/pyceph``) in ``mappings/<id>.json``.
 """
 
-from .control import NotMapped, find_mappings, map_image, mapping_stats, parse_target, showmapped, unmap
-from .daemon import READY_FD_ENV, SPEC_ENV, ready_fd_from_env, run_daemon, spec_from_env
+from .control import (NotMapped, configure, find_mappings, info, map_image, mapping_stats, parse_target, refresh,
+                      showmapped, unmap)
+from .daemon import READY_FD_ENV, SPEC_ENV, read_spec, ready_fd_from_env, run_daemon, spec_from_env
 from .fuseproto import FuseDecodeError, FuseSession
 from .fusefile import BlockImage, FuseError, ImageFile
 from .registry import RUN_DIR_ENV, run_dir
 
 __all__ = [
     "BlockImage", "FuseDecodeError", "FuseError", "FuseSession", "ImageFile", "NotMapped", "READY_FD_ENV", "RUN_DIR_ENV", "SPEC_ENV",
-    "find_mappings", "map_image", "mapping_stats", "parse_target", "ready_fd_from_env",
-    "run_daemon", "run_dir", "showmapped", "spec_from_env", "unmap",
+    "configure", "find_mappings", "info", "map_image", "mapping_stats", "parse_target", "read_spec",
+    "ready_fd_from_env", "refresh", "run_daemon", "run_dir", "showmapped", "spec_from_env", "unmap",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -15,22 +16,53 @@ import time
 from typing import Any
 
 from .. import errors
-from . import loopdev, registry
-from .daemon import LOG_ENV, READY_FD_ENV, SPEC_ENV, spec_label
+from . import ctlproto, loopdev, registry
+from .ctlproto import ControlError
+from .daemon import LOG_ENV, READY_FD_ENV, SPEC_ENV, SPEC_FD_ENV, spec_label
 
 
 class NotMapped(errors.ImageNotFound):
     """unmap target is not a device or image mapped by pyceph (errno ENOENT)."""
 
 
-def _typed_error(code: int, cls_name: str, msg: str) -> errors.Error:
-    cls = getattr(errors, cls_name, None)
-    if isinstance(cls, type) and issubclass(cls, errors.Error):
-        with contextlib.suppress(Exception):
-            return cls(msg, errno=code)
-    ex = errors.make_ex(code, msg)
-    ex.message = msg
-    return ex
+_typed_error = ctlproto.typed_error
+
+#: environment variables a map daemon inherits (everything else, e.g. CEPH_ARGS that
+#: may hold --key, is dropped); PYCEPH_* except the old spec variable pass too
+_DAEMON_ENV = ("PATH", "PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "LANG", "LANGUAGE", "TZ", "HOME",
+               "TMPDIR", "CEPH_CONF")
+F_SETPIPE_SZ = 1031  # linux/fcntl.h
+F_GETPIPE_SZ = 1032
+
+
+def daemon_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The scrubbed environment of a map daemon: :data:`_DAEMON_ENV`, ``LC_*`` and
+    ``PYCEPH_*`` from ``base`` (default os.environ), never a spec or a secret."""
+    base = dict(os.environ if base is None else base)
+    env = {k: v for k, v in base.items()
+           if k in _DAEMON_ENV or k.startswith("LC_") or (k.startswith("PYCEPH_") and k != SPEC_ENV)}
+    env.pop(SPEC_FD_ENV, None)
+    return env
+
+
+def _spec_pipe(spec: dict[str, Any]) -> int:
+    """A pipe holding the OP_SPEC message, written whole before the daemon starts;
+    returns its read end (close-on-exec; passed explicitly).  Only processes of our
+    user can open it through /proc."""
+    frame = ctlproto.request(ctlproto.OP_SPEC, [ctlproto.field("spec", spec)])
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, F_SETPIPE_SZ, ctlproto.MAX_MESSAGE)
+        if len(frame) > fcntl.fcntl(w, F_GETPIPE_SZ):
+            raise errors.InvalidArgumentError(f"map spec of {len(frame)} bytes does not fit the spec pipe")
+        os.write(w, frame)
+    except BaseException:
+        os.close(r)
+        raise
+    finally:
+        os.close(w)
+    return r
 
 
 def _parse_error_line(line: str) -> errors.Error:
@@ -56,16 +88,18 @@ def _log_tail(path: str, n: int = 2000) -> str:
 def _normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     if not spec.get("pool") or not spec.get("name"):
         raise errors.InvalidArgumentError("spec needs 'pool' and 'name'")
-    return {
+    out = {
         "pool": spec["pool"],
         "namespace": spec.get("namespace") or "",
         "name": spec["name"],
         "snap": spec.get("snap") or "-",
         "read_only": bool(spec.get("read_only")) or (spec.get("snap") or "-") != "-",
         "options": dict(spec.get("options") or {}),
-        # the secret resolved by the CLI and its entity: for the daemon only, never recorded
-        **{k: spec[k] for k in ("secret", "auth_name") if spec.get(k)},
     }
+    for k in ("secret", "auth_name"):  # resolved by the CLI; reach the daemon over the spec pipe only
+        if spec.get(k):
+            out[k] = spec[k]
+    return out
 
 
 def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.0) -> str:
@@ -76,9 +110,12 @@ def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.
     :func:`pyceph.block.run_daemon`; krbd's ``notrim`` turns discard off, and the
     daemon's image opener reads others such as ``exclusive``).  ``daemon_argv`` is the command that runs the
     daemon; it is started detached (new session, stdio to ``<run dir>/log/*.log``)
-    with env ``PYCEPH_MAP_SPEC`` (the spec as JSON), ``PYCEPH_MAP_READY_FD`` (an
-    inherited pipe fd to report on) and ``PYCEPH_MAP_LOG`` (its log path); it must
-    call ``run_daemon(spec_from_env(), open_image)``.  ``timeout`` in seconds.
+    with a scrubbed environment (:func:`daemon_environment`) plus
+    ``PYCEPH_MAP_SPEC_FD`` (an inherited private pipe holding the spec as one
+    OP_SPEC control message: the spec may hold ``secret``, which must never be in
+    an environment or argv), ``PYCEPH_MAP_READY_FD`` (an inherited pipe fd to report
+    on) and ``PYCEPH_MAP_LOG`` (its log path); it must call
+    ``run_daemon(read_spec(), open_image)``.  ``timeout`` in seconds.
 
     Raises the daemon's typed error (e.g. ImageNotFound, PermissionError) if it
     failed, :class:`errors.TimedOut` if it did not answer in time (it is then
@@ -90,23 +127,25 @@ def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.
     fd, log_path = tempfile.mkstemp(prefix=f"{safe}.{time.strftime('%Y%m%d-%H%M%S')}.", suffix=".log",
                                     dir=registry.subdir("log"))
     os.close(fd)
+    spec_fd = _spec_pipe(spec)
     r, w = os.pipe()
-    env = dict(os.environ)
+    env = daemon_environment()
     env[READY_FD_ENV] = str(w)
-    env[SPEC_ENV] = json.dumps(spec)
+    env[SPEC_FD_ENV] = str(spec_fd)
     env[LOG_ENV] = log_path
     env[registry.RUN_DIR_ENV] = registry.run_dir()
     try:
         with open(log_path, "ab") as logf:
             proc = subprocess.Popen(
                 daemon_argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                pass_fds=(w,), start_new_session=True, env=env, close_fds=True,
+                pass_fds=(w, spec_fd), start_new_session=True, env=env, close_fds=True,
             )
     except BaseException:
         os.close(r)
         raise
     finally:
         os.close(w)
+        os.close(spec_fd)
     try:
         line = _read_line(r, timeout)
     finally:
@@ -198,6 +237,8 @@ def _cleanup_stale(rec: dict[str, Any]) -> None:
         index = int(rec["id"])
     except (KeyError, ValueError):
         index = None
+    if mp and not registry.inside(mp, "mnt"):
+        mp = ""  # never touch a path outside the run dir, whatever a record says
     if index is not None and mp and loopdev.backing_file(index) == mp:
         with contextlib.suppress(OSError):
             loopdev.detach_index(index)  # deferred by the kernel while still open
@@ -264,8 +305,8 @@ def unmap(target: str, timeout: float = 60.0, force: bool = False) -> None:
         _cleanup_stale(rec)
         return
     deadline = time.monotonic() + timeout
-    reply = _ask(rec.get("socket") or registry.socket_path(str(rec["id"])), "unmap", timeout)
-    if reply is None:
+    reply = _ask(_socket_of(rec), "unmap", timeout, force=force)
+    if reply is None and registry.daemon_alive(rec):  # pid, start time, owner and name checked
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     while registry.daemon_alive(rec):
@@ -279,16 +320,90 @@ def unmap(target: str, timeout: float = 60.0, force: bool = False) -> None:
         raise _parse_error_line(reply)
 
 
-def _ask(path: str, command: str, timeout: float) -> str | None:
-    """Send one command on a daemon's control socket; its reply line, or None if
-    the socket is unusable."""
+def _socket_of(rec: dict[str, Any]) -> str:
+    sock = rec.get("socket") or registry.socket_path(str(rec["id"]))
+    if not registry.inside(sock, "mappings"):
+        raise registry.UntrustedRunDir(f"mapping {rec.get('id')}: control socket outside the run dir")
+    return sock
+
+
+class _TextDaemon(Exception):
+    """The daemon answered a binary request like the first daemons (text only)."""
+
+
+def _exchange(path: str, frame: bytes, deadline: float) -> ctlproto.Message:
+    """One request on a fresh connection; the reply message.  Raises _TextDaemon,
+    ControlError, OSError (socket.timeout included)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(max(0.01, deadline - time.monotonic()))
+        s.connect(path)
+        try:
+            s.sendall(frame)
+            s.shutdown(socket.SHUT_WR)  # a text-only daemon reads "a line" up to EOF
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # refused at once (E_BUSY, E_PERMISSION): its reply is still there to read
+        rx = ctlproto.Receiver(ctlproto.KIND_REPLY)
+        while True:
+            s.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = s.recv(65536)
+            if not chunk:
+                if not rx.pending:
+                    raise _TextDaemon("closed without a reply")
+                rx.eof()
+            try:
+                msg = rx.feed(chunk)
+            except ControlError:
+                if rx.legacy:
+                    raise _TextDaemon("text reply") from None
+                raise
+            if isinstance(msg, ctlproto.LegacyLine):
+                raise _TextDaemon(msg.command)
+            if msg is not None:
+                return msg
+
+
+def request(path: str, op: int, fields: list[ctlproto.Field] | None = None,
+            timeout: float = 10.0) -> dict[str, Any]:
+    """Send one control request (:mod:`.ctlproto`) to the daemon listening on
+    ``path`` and return its reply's tags as {name: value}.  An E_BUSY reply (the
+    daemon's connection cap) is retried until ``timeout`` seconds.  Raises
+    ControlError (its status code: e.g. E_UNKNOWN_OP "daemon too old for ..."),
+    the daemon's typed error for E_FAILED, errors.TimedOut, errors.IOError if the
+    socket is unusable, and :class:`_TextDaemon` if the daemon speaks only text."""
+    frame = ctlproto.request(op, fields)
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        try:
+            msg = _exchange(path, frame, deadline)
+            return ctlproto.check_reply(msg, op)
+        except ControlError as e:
+            if e.status != ctlproto.E_BUSY or time.monotonic() + delay >= deadline:
+                raise
+        except socket.timeout:
+            raise errors.TimedOut(f"map daemon at {path} did not answer within {timeout:g}s") from None
+        except _TextDaemon:
+            raise
+        except OSError as e:
+            raise errors.IOError(f"map daemon at {path}: {e.strerror or e}", errno=errno_or(e)) from None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+
+
+def errno_or(e: OSError, default: int = 5) -> int:
+    return e.errno if isinstance(e.errno, int) and e.errno > 0 else default
+
+
+def _ask_text(path: str, command: str, timeout: float) -> str | None:
+    """The first daemons' protocol: one text line out, one back; None if the
+    socket is unusable."""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(path)
             s.sendall(command.encode() + b"\n")
             buf = b""
-            while b"\n" not in buf:
+            while b"\n" not in buf and len(buf) < ctlproto.MAX_MESSAGE:
                 chunk = s.recv(65536)
                 if not chunk:
                     break
@@ -298,13 +413,97 @@ def _ask(path: str, command: str, timeout: float) -> str | None:
         return None
 
 
-def mapping_stats(target: str, timeout: float = 10.0) -> dict[str, int]:
-    """Request counters of a live mapping's FUSE layer (read, write, flush, fsync,
-    errors, bytes_read, bytes_written).  Raises NotMapped / errors.IOError."""
+_LEGACY_OPS = {"unmap": ctlproto.OP_UNMAP, "stats": ctlproto.OP_STATS, "sessions": ctlproto.OP_SESSIONS}
+
+
+def _ask(path: str, command: str, timeout: float, force: bool = False) -> str | None:
+    """``unmap``, ``stats`` or ``sessions`` on a daemon's control socket, answered in
+    the first daemons' text form: "ok", a JSON line, or "error <errno> <Class>
+    <message>"; None if the socket is unusable.  Speaks the tag protocol and falls
+    back to the text line for a daemon that knows only that."""
+    op = _LEGACY_OPS[command]
+    fields = [ctlproto.field("force")] if force and op == ctlproto.OP_UNMAP else []
+    try:
+        out = request(path, op, fields, timeout)
+    except _TextDaemon:
+        return _ask_text(path, command, timeout)
+    except (errors.TimedOut, errors.IOError):
+        return None
+    except errors.Error as e:
+        return f"error {e.errno or 5} {type(e).__name__} {e.message}"
+    if op == ctlproto.OP_UNMAP:
+        return "ok"
+    return json.dumps(out.get("stats" if op == ctlproto.OP_STATS else "sessions"))
+
+
+def _live_mapping(target: str) -> dict[str, Any]:
     recs = [r for r in find_mappings(target) if registry.daemon_alive(r)]
     if not recs:
         raise NotMapped(f"{target}: not mapped")
-    reply = _ask(recs[0].get("socket") or registry.socket_path(str(recs[0]["id"])), "stats", timeout)
+    return recs[0]
+
+
+def _too_old(op: int, path: str) -> ControlError:
+    return ControlError(ctlproto.E_UNKNOWN_OP, f"daemon too old for {ctlproto.op_name(op)} "
+                                               f"(it speaks only text commands): {path}")
+
+
+def configure(target: str, settings: dict[str, str], timeout: float = 10.0, dry_run: bool = False
+              ) -> dict[str, Any]:
+    """Change settings of a live mapping in ONE transaction (krbd map option names of
+    ``mapopts.RUNTIME_OPTIONS``, e.g. {"queue_depth": "64", "osd_request_timeout":
+    "30"}): the daemon validates all, then applies all or none.  Returns
+    {name: value now in force}.  Raises NotMapped, ControlError (E_UNKNOWN_SETTING,
+    E_BAD_VALUE, E_NOT_SUPPORTED, E_APPLY_FAILED, E_UNKNOWN_OP/E_UNKNOWN_TAG for a
+    daemon too old), errors.TimedOut / errors.IOError."""
+    rec = _live_mapping(target)
+    path = _socket_of(rec)
+    fields = [ctlproto.field("setting", f"{k}={v}") for k, v in settings.items()]
+    if dry_run:
+        fields.append(ctlproto.field("dry_run"))
+    try:
+        return request(path, ctlproto.OP_CONFIGURE, fields, timeout).get("applied") or {}
+    except _TextDaemon:
+        raise _too_old(ctlproto.OP_CONFIGURE, path) from None
+
+
+def refresh(target: str, timeout: float = 30.0) -> int:
+    """Re-read the image header and resize the device to it (krbd's ``refresh``
+    attribute); returns the device size in bytes.  Raises as :func:`configure`."""
+    path = _socket_of(_live_mapping(target))
+    try:
+        return int(request(path, ctlproto.OP_REFRESH, [], timeout).get("size") or 0)
+    except _TextDaemon:
+        raise _too_old(ctlproto.OP_REFRESH, path) from None
+
+
+def info(target: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The attributes of a live mapping, as /sys/bus/rbd/devices/N shows them (size,
+    features, pool, pool_id, name, image_id, snap, snap_id, current_snap, parent,
+    client_id, client_addr, cluster_fsid, config_info without the secret) plus
+    device, read_only, settings, pid.  Raises as :func:`configure`."""
+    path = _socket_of(_live_mapping(target))
+    try:
+        return request(path, ctlproto.OP_INFO, [], timeout).get("info") or {}
+    except _TextDaemon:
+        raise _too_old(ctlproto.OP_INFO, path) from None
+
+
+def query(target: str, what: str, timeout: float = 10.0) -> Any:
+    """``what`` = "stats", "sessions" or "info" of a live mapping."""
+    if what == "info":
+        return info(target, timeout)
+    if what not in ("stats", "sessions"):
+        raise errors.InvalidArgumentError(f"cannot query {what!r}")
+    reply = _ask(_socket_of(_live_mapping(target)), what, timeout)
     if not reply:
         raise errors.IOError(f"{target}: map daemon did not answer")
+    if reply.startswith("error "):
+        raise _parse_error_line(reply)
     return json.loads(reply)
+
+
+def mapping_stats(target: str, timeout: float = 10.0) -> dict[str, int]:
+    """Request counters of a live mapping's FUSE layer (read, write, flush, fsync,
+    errors, bytes_read, bytes_written).  Raises NotMapped / errors.IOError."""
+    return query(target, "stats", timeout)

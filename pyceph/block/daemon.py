@@ -22,13 +22,15 @@ import json
 import logging
 import os
 import re
+import resource
 import signal
 import sys
 import time
+import uuid
 from typing import Any, Awaitable, Callable
 
 from .. import errors
-from . import fuseserver, loopdev, registry
+from . import ctlproto, ctlserver, fuseserver, loopdev, mapopts, registry
 from . import fuseproto
 from .fuseproto import FuseSession
 from .fusefile import BlockImage, ImageFile, errno_of
@@ -39,8 +41,12 @@ BLKGETSIZE64 = 0x80081272
 log = logging.getLogger("pyceph.block.daemon")
 
 READY_FD_ENV = "PYCEPH_MAP_READY_FD"
-SPEC_ENV = "PYCEPH_MAP_SPEC"
+SPEC_ENV = "PYCEPH_MAP_SPEC"  # the first daemons' spec channel; refused if it holds a secret
+SPEC_FD_ENV = "PYCEPH_MAP_SPEC_FD"  # fd of a private pipe carrying an OP_SPEC control message
 LOG_ENV = "PYCEPH_MAP_LOG"
+#: /proc/<pid>/comm of a map daemon (prctl PR_SET_NAME; registry checks it before a signal)
+DAEMON_COMM = registry.DAEMON_COMM
+PR_SET_NAME = 15  # linux/prctl.h
 
 CLONE_NEWNS = 0x00020000
 MS_REC = 0x4000
@@ -72,15 +78,54 @@ def spec_label(spec: dict[str, Any]) -> str:
 
 
 def spec_from_env() -> dict[str, Any]:
-    """The spec map_image handed to the daemon (env ``PYCEPH_MAP_SPEC``, JSON)."""
+    """The spec from env ``PYCEPH_MAP_SPEC`` (JSON): the first daemons' channel, kept
+    for callers that still use it.  Refused if the spec holds a secret (an
+    environment is readable in /proc): those go through :func:`read_spec`'s fd."""
     raw = os.environ.get(SPEC_ENV)
     if not raw:
         raise errors.InvalidArgumentError(f"{SPEC_ENV} is not set: not started by map_image")
-    return json.loads(raw)
+    spec = json.loads(raw)
+    if not isinstance(spec, dict):
+        raise errors.InvalidArgumentError(f"{SPEC_ENV} is not a JSON object")
+    if spec.get("secret") or (spec.get("options") or {}).get("secret"):
+        raise errors.InvalidArgumentError(f"{SPEC_ENV} must not carry a secret; use {SPEC_FD_ENV}")
+    return spec
 
 
-#: how the map daemon gets its spec from ``map_image`` (issue 9 moves this off the environment)
-read_spec = spec_from_env
+def read_spec() -> dict[str, Any]:
+    """How the map daemon gets its spec from ``map_image``: one OP_SPEC control
+    message (:mod:`.ctlproto`, tag ``spec``) read to EOF from the private pipe whose fd
+    is in env ``PYCEPH_MAP_SPEC_FD``; the fd is closed and the variable dropped.
+    Falls back to :func:`spec_from_env` when no fd was given.  Raises
+    InvalidArgumentError (one line, never the spec's content) on a bad message."""
+    raw_fd = os.environ.pop(SPEC_FD_ENV, None)
+    if not raw_fd:
+        return spec_from_env()
+    try:
+        fd = int(raw_fd)
+    except ValueError:
+        raise errors.InvalidArgumentError(f"{SPEC_FD_ENV} is not an fd number") from None
+    rx = ctlproto.Receiver(ctlproto.KIND_REQUEST)
+    msg = None
+    try:
+        while msg is None:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                rx.eof()
+                raise errors.InvalidArgumentError("spec pipe closed without a spec")
+            msg = rx.feed(chunk)
+        if isinstance(msg, ctlproto.LegacyLine) or msg.op != ctlproto.OP_SPEC:
+            raise errors.InvalidArgumentError("spec pipe: expected a spec message")
+        ctlproto.check_request(msg)
+    except ctlproto.ControlError as e:
+        raise errors.InvalidArgumentError(f"spec pipe: {e.message}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    spec = msg.get("spec")
+    if not isinstance(spec, dict):
+        raise errors.InvalidArgumentError("spec pipe: the spec is not an object")
+    return spec
 
 
 def ready_fd_from_env() -> int | None:
@@ -161,9 +206,11 @@ class _Daemon:
         # no FUSE page cache: the loop device's cache is the only one
         self.fuse_dio = opt_bool(opts, "fuse_direct_io", True)
         self.partscan = opt_bool(opts, "partscan", False)
-        self.max_tasks = int(opts.get("max_tasks", 64))
+        # krbd's queue_depth: requests in flight (FUSE max_background, concurrent tasks)
+        qd = opts.get("queue_depth")
+        self.max_tasks = int(opts.get("max_tasks", qd or 64))
         self.detach_timeout = float(opts.get("detach_timeout", 30.0))
-        self.max_background = int(opts.get("max_background", 64))
+        self.max_background = min(int(opts.get("max_background", qd or 64)), 0xFFFF)
         self.max_write = int(opts.get("max_write", 1 << 20))
         self.size_poll = float(opts.get("size_poll", 0.5))
         self.size_task: asyncio.Task | None = None
@@ -181,6 +228,14 @@ class _Daemon:
         self.dev_id: str | None = None
         self.stop = asyncio.Event()
         self.server: asyncio.AbstractServer | None = None
+        # control socket bounds (docs/CONTROL.md); options for tests
+        self.ctl = ctlserver.ControlServer(
+            {ctlproto.OP_UNMAP: self._op_unmap, ctlproto.OP_STATS: self._op_stats,
+             ctlproto.OP_SESSIONS: self._op_sessions, ctlproto.OP_CONFIGURE: self._op_configure,
+             ctlproto.OP_REFRESH: self._op_refresh, ctlproto.OP_INFO: self._op_info},
+            {"unmap": self._legacy_unmap, "stats": self._legacy_stats, "sessions": self._legacy_sessions},
+            idle_timeout=float(opts.get("ctl_idle_timeout", 10.0)),
+            max_conns=int(opts.get("ctl_max_conns", 16)))
         self.done: asyncio.Future | None = None
         self.exit_error: BaseException | None = None
         self.pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="pyceph-loop")
@@ -195,6 +250,9 @@ class _Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        # asyncio logs every failed accept (EMFILE ...) once a second: rate-limit it
+        loop.set_exception_handler(
+            lambda lp, ctx: self.ctl.warn.warning("event loop: %s %r", ctx.get("message"), ctx.get("exception")))
         ready = False
         try:
             await self._start()
@@ -220,8 +278,7 @@ class _Daemon:
             if not self.done.done():
                 self.done.set_result(self.exit_error)
             await asyncio.sleep(0.05)  # let a waiting unmap request get its reply
-            if self.server is not None:
-                self.server.close()
+            self.ctl.close()
             self.pool.shutdown(wait=False)
         if self.exit_error is None:
             log.info("unmapped cleanly")
@@ -274,7 +331,7 @@ class _Daemon:
         })
         with contextlib.suppress(FileNotFoundError):
             os.unlink(registry.socket_path(self.dev_id))
-        self.server = await asyncio.start_unix_server(self._control, path=registry.socket_path(self.dev_id))
+        self.server = await self.ctl.start(registry.socket_path(self.dev_id))
         if self.size_poll > 0:
             self.size_task = asyncio.ensure_future(self._follow_size())
 
@@ -353,27 +410,132 @@ class _Daemon:
         finally:
             os.close(fd)  # the loop device holds its own reference
 
-    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    # --- control requests (pyceph.block.ctlproto; text commands of the first CLIs too) ---
+
+    async def _op_unmap(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
+        self.stop.set()
+        err = await asyncio.shield(self.done)
+        if err is not None:
+            raise err
+        return []
+
+    async def _op_stats(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
+        return [ctlproto.field("stats", self._stats())]
+
+    async def _op_sessions(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
+        return [ctlproto.field("sessions", self._sessions())]
+
+    async def _legacy_unmap(self) -> str:
+        self.stop.set()
+        err = await asyncio.shield(self.done)
+        return "ok" if err is None else f"error {errno_of(err)} {type(err).__name__} {err}"
+
+    async def _legacy_stats(self) -> str:
+        return json.dumps(self._stats())
+
+    async def _legacy_sessions(self) -> str:
+        return json.dumps(self._sessions())
+
+    def _osdc(self):
+        return getattr(getattr(self.image, "rados", None), "osdc", None)
+
+    def _setting(self, name: str) -> Any:
+        if name == "queue_depth":
+            return self.fuse.max_tasks if self.fuse is not None else self.max_tasks
+        if name == "osd_request_timeout":
+            osdc = self._osdc()
+            return getattr(osdc, "request_timeout", None)
+        if name == "osdkeepalive":
+            return getattr(self._osdc(), "keepalive_interval", None)
+        options = getattr(self.image, "options", None)
+        if name in mapopts.RUNTIME_OPTIONS and isinstance(options, dict):
+            return options.get(name, mapopts.BY_NAME[name].default)
+        raise ctlproto.ControlError(ctlproto.E_UNKNOWN_SETTING, f"no setting {name!r}")
+
+    def _set_setting(self, name: str, value: Any) -> None:
+        if name == "queue_depth":
+            # krbd's queue_depth: requests served at once, and the kernel's async cap
+            self.max_tasks = int(value)
+            if self.fuse is not None:
+                self.fuse.max_tasks = max(1, int(value))
+                self.fuse.session.max_background = max(1, min(int(value), 0xFFFF))
+            return
+        configure = getattr(self.image, "configure", None)
+        if configure is not None and name in mapopts.RUNTIME_OPTIONS:
+            configure({name: value})  # the block image applies it to its image / OSD client
+        elif name == "osd_request_timeout":
+            self._osdc().request_timeout = float(value)
+        else:
+            raise ctlproto.ControlError(ctlproto.E_UNKNOWN_SETTING, f"no setting {name!r}")
+
+    async def _op_configure(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
+        """Validate every setting, then apply all of them or none (ctlproto.transact)."""
+        if self.stop.is_set():
+            raise ctlproto.ControlError(ctlproto.E_SHUTTING_DOWN, "mapping is being unmapped")
+        raw = ctlproto.parse_settings(msg)
+        for name in raw:
+            if name not in mapopts.RUNTIME_OPTIONS:
+                raise ctlproto.ControlError(ctlproto.E_UNKNOWN_SETTING,
+                                            f"'{name}' cannot be changed on a live mapping")
         try:
-            line = (await reader.readline()).decode().strip()
-            if line == "unmap":
-                self.stop.set()
-                err = await asyncio.shield(self.done)
-                if err is None:
-                    writer.write(b"ok\n")
-                else:
-                    writer.write(f"error {errno_of(err)} {type(err).__name__} {err}\n".encode())
-            elif line == "stats":
-                writer.write((json.dumps(self._stats()) + "\n").encode())
-            elif line == "sessions":
-                writer.write((json.dumps(self._sessions()) + "\n").encode())
-            else:
-                writer.write(b"error 22 InvalidArgumentError unknown command\n")
-            await writer.drain()
-        except Exception as e:  # noqa: BLE001 - a bad client must not stop the daemon
-            log.warning("control connection: %r", e)
-        finally:
-            writer.close()
+            typed = mapopts.validate_settings(raw)
+        except errors.Error as e:
+            raise ctlproto.ControlError(ctlproto.E_BAD_VALUE, e.message or str(e)) from None
+        if {"osd_request_timeout", "osdkeepalive"} & typed.keys() and self._osdc() is None:
+            raise ctlproto.ControlError(ctlproto.E_NOT_SUPPORTED, "this mapping has no OSD client")
+        if not msg.has("dry_run"):
+            ctlproto.transact(typed, self._setting, self._set_setting)
+            log.info("configured %s", ", ".join(f"{k}={v}" for k, v in typed.items()))
+        return [ctlproto.field("applied", {k: self._setting(k) for k in typed})]
+
+    async def _op_refresh(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
+        """Re-read the image header (if the image can) and resize the device to it."""
+        refresh = getattr(getattr(self.image, "image", None), "refresh", None)
+        if refresh is not None:
+            await refresh()
+        if self.loop_fd is not None and self.image.size & ~511 != self._device_size():
+            await self._blocking(self._set_capacity)
+        return [ctlproto.field("size", self._device_size() if self.loop_fd is not None else self.image.size)]
+
+    async def _op_info(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
+        return [ctlproto.field("info", self._info())]
+
+    def _info(self) -> dict[str, Any]:
+        """What a krbd device's /sys/bus/rbd/devices/N directory shows, as far as this
+        mapping knows it (None where unknown); never the secret."""
+        img = getattr(self.image, "image", None)
+        rados = getattr(self.image, "rados", None)
+        monc = getattr(rados, "monc", None)
+        ioctx = getattr(img, "ioctx", None)
+        parent = getattr(img, "parent", None)
+        fsid = getattr(monc, "fsid", None)
+        # krbd's config_info without the secret (key= names a keyring entry: kept)
+        opts = {k: v for k, v in (self.spec.get("options") or {}).items()
+                if k != "secret" and not k.startswith("test_")}
+        snap = self.spec.get("snap") or "-"
+        return {
+            "id": self.dev_id,
+            "device": loopdev.device_path(self.index) if self.index is not None else None,
+            "size": self.image.size if self.image is not None else None,
+            "features": getattr(img, "_features", None),
+            "pool": self.spec["pool"],
+            "pool_id": getattr(ioctx, "pool_id", None),
+            "namespace": self.spec.get("namespace") or "",
+            "name": self.spec["name"],
+            "image_id": getattr(img, "image_id", None),
+            "snap": snap,
+            "snap_id": getattr(img, "snap_id", None),
+            "current_snap": snap,
+            "parent": repr(parent) if parent is not None else None,
+            "client_id": f"client{monc.global_id}" if monc is not None else None,
+            "client_addr": _str_or_none(getattr(monc, "client_addr", None)),
+            "cluster_fsid": str(uuid.UUID(bytes=bytes(fsid))) if isinstance(fsid, (bytes, bytearray))
+            and len(fsid) == 16 else _str_or_none(fsid),
+            "config_info": opts,
+            "read_only": bool(getattr(self, "read_only", self.spec.get("read_only"))),
+            "settings": {k: self._setting(k) for k in sorted(mapopts.RUNTIME_OPTIONS)},
+            "pid": os.getpid(),
+        }
 
     def _stats(self) -> dict[str, int]:
         """The "stats" control command: ImageFile counters plus the FUSE server's
@@ -479,6 +641,22 @@ class _Daemon:
                       index, self.detach_timeout)
 
 
+def _str_or_none(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _harden_process() -> None:
+    """Name the process ``pyceph-map`` (what the registry checks before signalling a
+    recorded pid) and raise the open-file limit's soft value to the hard one."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_NAME, DAEMON_COMM.encode(), 0, 0, 0)
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def run_daemon(
     spec: dict[str, Any],
     open_image: Callable[[], Awaitable[BlockImage]],
@@ -502,7 +680,10 @@ def run_daemon(
     - size_poll: seconds between checks of the image size; a change resizes the
       device, as krbd follows ``rbd resize`` (default 0.5; 0 = never)
     - log_level: debug, info (default), warning or error (debug logs every discard)
+    - ctl_idle_timeout: seconds a control request may take to arrive (default 10)
+    - ctl_max_conns: control connections served at once (default 16; docs/CONTROL.md)
 
+    The process names itself ``pyceph-map`` and raises its open-file limit.
     ``open_image`` is awaited inside the daemon's event loop.  ``ready_fd``
     (default: env ``PYCEPH_MAP_READY_FD``; None prints to stdout) receives one line,
     ``ready <device>`` or ``error <errno> <ErrorClass> <message>``.  Call it from
@@ -511,6 +692,7 @@ def run_daemon(
     """
     if ready_fd is None:
         ready_fd = ready_fd_from_env()
+    _harden_process()
     if not logging.getLogger().handlers:
         logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                             format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")

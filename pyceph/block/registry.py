@@ -7,6 +7,14 @@ Layout (run dir = ``$PYCEPH_RUN_DIR`` or ``/run/pyceph``)::
     mappings/<id>.sock   the daemon's control socket
     mnt/                 FUSE mount points (regular files)
     log/                 one log file per daemon (its stdout/stderr)
+
+Trust: the run dir and its subdirectories are used only if owned by us (euid) with
+mode 0700 and no symlink, and every ancestor is owned by root or us and not
+writable by others (unless sticky, like /tmp); otherwise :class:`UntrustedRunDir`.
+A record is used only if it is a regular file owned by us, its id is a number
+matching its file name, and its paths lie inside the run dir; a recorded pid is
+signalled only if that process still has the recorded start time, is ours and is
+named ``pyceph-map`` (:func:`daemon_alive`).
 """
 
 from __future__ import annotations
@@ -14,26 +22,95 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
+import re
+import stat
 import tempfile
 from typing import Any, Iterator
 
+from .. import errors
+
+log = logging.getLogger("pyceph.block.registry")
+
 RUN_DIR_ENV = "PYCEPH_RUN_DIR"
 DEFAULT_RUN_DIR = "/run/pyceph"
+
+#: /proc/<pid>/comm of a map daemon (set by pyceph.block.daemon with prctl(PR_SET_NAME))
+DAEMON_COMM = "pyceph-map"
+_ID_RE = re.compile(r"^[0-9]{1,9}$")
+
+
+class UntrustedRunDir(errors.PermissionDeniedError):
+    """The run dir (or a part of its path) could be written by another user (EACCES)."""
+
 
 # the fields `rbd showmapped --format json` prints, in its order (all strings)
 SHOWMAPPED_FIELDS = ("id", "pool", "namespace", "name", "snap", "device")
 
 
 def run_dir() -> str:
-    return os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR
+    """The run dir's absolute path (not checked: see :func:`trusted_dir`)."""
+    return os.path.abspath(os.environ.get(RUN_DIR_ENV) or DEFAULT_RUN_DIR)
+
+
+def _check_dir(path: str, st: os.stat_result, own: bool) -> None:
+    euid = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UntrustedRunDir(f"run dir {path} is not a directory (or is a symlink); refusing to use it")
+    if own:
+        if st.st_uid != euid or st.st_mode & 0o077:
+            raise UntrustedRunDir(f"run dir {path} must be owned by uid {euid} with mode 0700 "
+                                  f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it")
+    elif st.st_uid not in (0, euid) or (st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX):
+        raise UntrustedRunDir(f"{path} (a parent of the run dir) is writable by others; refusing to use it")
+
+
+def trusted_dir(path: str, create: bool = True) -> bool:
+    """Check (and with ``create`` make, mode 0700) the directory ``path`` of the
+    registry: ancestors owned by root or us and not writable by others unless
+    sticky; ``path`` itself ours, 0700, no symlink.  Returns False if it does not
+    exist and ``create`` is false.  Raises :class:`UntrustedRunDir` (one line)."""
+    path = os.path.abspath(path)
+    parts = path.split(os.sep)
+    for i in range(1, len(parts)):
+        anc = os.sep.join(parts[:i]) or os.sep
+        try:
+            _check_dir(anc, os.lstat(anc), own=False)
+        except FileNotFoundError:
+            break
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not create:
+            return False
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+    _check_dir(path, st, own=True)
+    return True
 
 
 def subdir(name: str) -> str:
-    """``<run dir>/<name>``, created (mode 0700) if missing."""
-    path = os.path.join(run_dir(), name)
-    os.makedirs(path, mode=0o700, exist_ok=True)
+    """``<run dir>/<name>``, created (mode 0700) if missing; the run dir and it must
+    be trusted (raises :class:`UntrustedRunDir`)."""
+    root = run_dir()
+    trusted_dir(root)
+    path = os.path.join(root, name)
+    trusted_dir(path)
     return path
+
+
+def inside(path: str, name: str) -> bool:
+    """Whether ``path`` (no symlinks followed for the last part) lies directly in
+    ``<run dir>/<name>``."""
+    if not isinstance(path, str) or not path:
+        return False
+    return os.path.dirname(os.path.abspath(path)) == os.path.join(run_dir(), name) and \
+        os.path.basename(path) not in ("", ".", "..")
 
 
 def mappings_dir() -> str:
@@ -78,21 +155,41 @@ def remove_record(dev_id: str, pid: int | None = None) -> None:
 
 
 def read_record(path: str) -> dict[str, Any] | None:
+    """The record at ``path`` if it is one we can trust (a regular file of ours not
+    writable by others, a numeric id matching the file name, paths inside the run
+    dir), else None."""
     try:
-        with open(path) as f:
-            rec = json.load(f)
-    except (OSError, ValueError):
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
         return None
-    return rec if isinstance(rec, dict) and "id" in rec else None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022 \
+                or st.st_size > 65536:
+            log.warning("ignoring untrusted mapping record %s", path)
+            return None
+        with os.fdopen(fd, closefd=False) as f:
+            rec = json.load(f)
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(rec, dict) or not _ID_RE.match(str(rec.get("id", ""))) \
+            or os.path.basename(path) != f"{rec['id']}.json":
+        return None
+    for key, where in (("mountpoint", "mnt"), ("socket", "mappings")):
+        if rec.get(key) and not inside(rec[key], where):
+            log.warning("ignoring mapping record %s: its %s is outside the run dir", path, key)
+            return None
+    return rec
 
 
 def iter_records() -> Iterator[dict[str, Any]]:
     """Every parseable record, sorted by numeric id."""
     d = os.path.join(run_dir(), "mappings")
-    try:
-        names = os.listdir(d)
-    except FileNotFoundError:
+    if not trusted_dir(run_dir(), create=False) or not trusted_dir(d, create=False):
         return
+    names = os.listdir(d)
     recs = []
     for n in names:
         if n.endswith(".json") and not n.startswith("."):
@@ -118,12 +215,28 @@ def process_start_time(pid: int) -> int | None:
 
 
 def daemon_alive(rec: dict[str, Any]) -> bool:
-    """True if the daemon recorded in ``rec`` still runs (pid plus start time match)."""
+    """True if the daemon recorded in ``rec`` still runs: the pid has the recorded
+    start time, belongs to us (euid) and is named ``pyceph-map``.  Only then may it
+    be signalled.  (A daemon of an older pyceph, not yet named, is recognized by its
+    ``python -m pyceph.cli.prbd _map-daemon`` command line.)"""
     pid = rec.get("pid")
-    if not isinstance(pid, int):
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 1:
         return False
     st = process_start_time(pid)
-    return st is not None and (rec.get("pid_start") in (None, st))
+    if st is None or rec.get("pid_start") != st:
+        return False
+    try:
+        if os.stat(f"/proc/{pid}").st_uid != os.geteuid():
+            return False
+        with open(f"/proc/{pid}/comm") as f:
+            if f.read().strip() == DAEMON_COMM:
+                return True
+        # a daemon started before processes were named: prbd's own daemon command line
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        return b"pyceph.cli.prbd" in argv and b"_map-daemon" in argv
+    except OSError:
+        return False
 
 
 def reap(pid: int) -> None:

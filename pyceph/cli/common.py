@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .. import errors
-from ..auth.keyring import check_config_key, secret_from_map_options
+from ..auth.keyring import check_config_key
 from ..config import ClientConfig
 from ..rados import strip_addr_type
 
@@ -191,21 +191,14 @@ def client_parent() -> argparse.ArgumentParser:
     return parent
 
 
-def load_config(args: argparse.Namespace, options: dict[str, Any] | None = None,
-                secret: tuple[str, str] | None = None, name: str | None = None) -> ClientConfig:
+def load_config(args: argparse.Namespace) -> ClientConfig:
     """The client config of ``args`` (``-c``, ``--id``/``-n``, ``--keyfile``, ``-k``,
-    ``-m``, ``--cluster``).  The secret, first found wins: ``secret`` (``(base64 key,
-    source)``, e.g. handed to the map daemon), krbd's ``secret=``/``key=NAME`` map
-    ``options`` (a kernel keyring lookup, :mod:`pyceph.auth.keyring`), ``--keyfile``,
-    ``--keyring``, ceph.conf.  ``name`` (krbd's ``name=``) overrides the entity.  A key
-    that is not a cephx key fails here, naming its source (ConfigError)."""
-    found = secret or secret_from_map_options(options or {})
-    cfg = ClientConfig.load(
-        conffile=args.conf, name=name or args.name, client_id=args.client_id, keyring=args.keyring,
+    ``-m``, ``--cluster``; the secret's sources in :mod:`pyceph.config`'s order).  A key
+    that is not a cephx key fails here in one line naming its source (ConfigError)."""
+    return check_config_key(ClientConfig.load(
+        conffile=args.conf, name=args.name, client_id=args.client_id, keyring=args.keyring,
         mon_host=args.mon_host, cluster=args.cluster, keyfile=getattr(args, "keyfile", None),
-        key=found[0] if found else None, key_source=found[1] if found else None,
-    )
-    return check_config_key(cfg)
+    ))
 
 
 def setup_logging(args: argparse.Namespace) -> None:

@@ -44,7 +44,6 @@ from .common import (
     fmt_addr,
     fmt_legacy_addr,
     fmt_size,
-    load_config,
     parse_image_spec,
     parse_size,
     run_main,
@@ -1287,32 +1286,70 @@ def cmd_bench(args) -> int:
 # -- map / unmap / showmapped ------------------------------------------------------------
 
 def _map_options(opts: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in opts:
-        for kv in item.split(","):
-            if not kv:
-                continue
-            k, _, v = kv.partition("=")
-            out[k.strip()] = v.strip() if v else True
-    return out
+    """``-o`` arguments -> {canonical krbd option: typed value} (:mod:`pyceph.block.mapopts`).
+    Raises CliError (EINVAL) naming an unknown option or a bad value, as ``rbd map`` does."""
+    from ..block.mapopts import MapOptionError, parse_map_options
+
+    try:
+        return parse_map_options(opts)
+    except MapOptionError as e:
+        raise CliError(e.message or str(e), errno=errno.EINVAL) from None
 
 
 def map_request(spec: ImageSpec, opts: list[str], read_only_flag: bool = False, exclusive_flag: bool = False
                 ) -> dict[str, Any]:
-    """The ``map_image`` spec for ``prbd map`` (krbd's option names): ``ro``/``read_only``
-    (also implied by a snapshot), ``exclusive`` (keep the exclusive lock, refuse to
-    release it on request), ``notrim`` (no discard: fstrim/blkdiscard get EOPNOTSUPP);
-    other options pass through to the mapping daemon."""
+    """The ``map_image`` spec for ``prbd map``: every krbd map option parsed and typed
+    (docs/MAP-OPTIONS.md).  ``ro``/``read_only`` (also implied by a snapshot) set
+    ``read_only``; ``_pool_ns`` the namespace; ``name`` becomes ``auth_name`` and ``secret``
+    ``secret`` (never in ``options``); ``key`` stays for :func:`_resolve_key_option`.
+    Raises CliError (EINVAL) for an unknown option, a bad value, or exclusive with read-only."""
     options = _map_options(opts)
-    ro = options.pop("ro", False) or options.pop("read_only", False)
-    options.pop("rw", None)
+    ro = options.pop("read_only", False)
     read_only = bool(read_only_flag or ro or spec.snap)
+    namespace = options.pop("_pool_ns", None) or spec.namespace
     if exclusive_flag:
         options["exclusive"] = True
     if options.get("exclusive") and read_only:
         raise CliError("map failed: exclusive and read-only options are mutually exclusive", errno=errno.EINVAL)
-    return {"pool": spec.pool, "namespace": spec.namespace, "name": spec.image, "snap": spec.snap or "-",
-            "read_only": read_only, "options": options}
+    req: dict[str, Any] = {"pool": spec.pool, "namespace": namespace, "name": spec.image, "snap": spec.snap or "-",
+                           "read_only": read_only}
+    if "name" in options:
+        req["auth_name"] = options.pop("name")
+    if "secret" in options:
+        req["secret"] = options.pop("secret")
+    req["options"] = options
+    return req
+
+
+def _resolve_key_option(req: dict[str, Any]) -> None:
+    """krbd's ``key=DESCRIPTION``: the secret from the caller's kernel keyrings
+    (:func:`pyceph.auth.keyring.keyctl_lookup`), into ``req["secret"]``, in the foreground.
+    Raises CliError naming the description (never the secret)."""
+    desc = req["options"].pop("key", None)
+    if desc is None:
+        return
+    try:
+        from ..auth import keyring
+    except ImportError:
+        raise CliError(f"map failed: key={desc}: the kernel keyring is not supported by this pyceph",
+                       errno=errno.EOPNOTSUPP) from None
+    try:
+        raw = keyring.keyctl_lookup(desc)
+    except errors.Error as e:
+        raise CliError(f"map failed: key={desc}", e) from None
+    req["secret"] = _armor_secret(raw)
+
+
+def _armor_secret(raw: bytes) -> str:
+    """A keyctl secret in the keyring's base64 form: a bare 16-byte (AES) or 32-byte
+    (AES256KRB5) secret gets CryptoKey's header; an encoded CryptoKey passes as is."""
+    import base64
+
+    from ..auth.crypto import CEPH_CRYPTO_AES, CEPH_CRYPTO_AES256KRB5, CryptoKey
+
+    if len(raw) in (16, 32):
+        return CryptoKey(CEPH_CRYPTO_AES if len(raw) == 16 else CEPH_CRYPTO_AES256KRB5, (0, 0), raw).to_base64()
+    return base64.b64encode(raw).decode()
 
 
 def cmd_map(args) -> int:
@@ -1320,49 +1357,85 @@ def cmd_map(args) -> int:
 
     spec = _spec(args, SNAP_PERMITTED)
     req = map_request(spec, args.options or [], args.read_only, args.exclusive)
-    cfg = _map_config(args, req["options"])  # fail here, in the foreground, on a bad conf, key or ms_mode
-    # The secret (secret=, key=NAME, --keyfile, keyring) is resolved here, in the caller's
-    # keyrings, and travels in the spec only, never in the daemon's argv or options.
-    if "secret" in req["options"]:
-        print(f"{PROG}: warning: a secret= map option on the command line is visible to every local user "
-              "(ps, /proc/PID/cmdline); prefer -o key=NAME (kernel keyring), --keyfile or --keyring",
-              file=sys.stderr)
-    req["options"] = {k: v for k, v in req["options"].items() if k not in ("secret", "key")}
-    if cfg.key is not None:
-        req["secret"], req["auth_name"] = cfg.key, str(cfg.name)
+    desc = req["options"].get("key")
+    source = f"kernel keyring key {desc!r}" if desc is not None else "the secret= map option"
+    _resolve_key_option(req)
+    # fail here, in the foreground, on a bad conf, key or ms_mode
+    cfg = _map_config(args, req["options"], req.get("auth_name"), req.get("secret"), source)
+    req["auth_name"] = str(cfg.name)
+    if cfg.key:
+        req["secret"] = cfg.key  # to the daemon on its private spec channel, never argv/env
     daemon_argv = [sys.executable, "-m", "pyceph.cli.prbd", "_map-daemon"]
     if cfg.conf_path:
         daemon_argv += ["--conf", cfg.conf_path]
     daemon_argv += ["--name", str(cfg.name)]
-    if args.keyring:
-        daemon_argv += ["--keyring", args.keyring]
     if args.mon_host:
         daemon_argv += ["--mon-host", args.mon_host]
     if args.debug:
         daemon_argv += ["--debug"]
+    timeout = args.timeout
+    mt = req["options"].get("mount_timeout")
+    if mt:
+        timeout = max(timeout, mt + 10.0)
     with failing("map failed"):
-        dev = map_image(req, daemon_argv, timeout=args.timeout)
+        dev = map_image(req, daemon_argv, timeout=timeout)
     print(dev)
     return 0
 
 
 class RbdBlockImage:
-    """The block layer's image interface over an RBD :class:`AsyncImage` (daemon side)."""
+    """The block layer's image interface over an RBD :class:`AsyncImage` (daemon side).
 
-    def __init__(self, rados, image: AsyncImage):
+    krbd's map options applied here (``options``, typed by :mod:`pyceph.block.mapopts`):
+    ``lock_timeout`` (seconds to wait for the exclusive lock before I/O fails with
+    ETIMEDOUT; 0 waits), ``lock_on_read`` (reads take the lock too), ``alloc_size``
+    (discards aligned inward to it, smaller ones dropped, as krbd's ``rbd_obj_init_discard``)."""
+
+    def __init__(self, rados, image: AsyncImage, options: dict[str, Any] | None = None):
         self.rados = rados
         self.image = image
         self.read_only = image.read_only
+        self.options = dict(options or {})
+
+    def configure(self, settings: dict[str, Any]) -> None:
+        """Apply runtime map options (typed by ``mapopts.validate_settings``) to the live
+        mapping's image and OSD client: ``lock_timeout``, ``lock_on_read`` here,
+        ``osd_request_timeout`` (0: none) and ``osdkeepalive`` on the OSD client.
+        ``queue_depth`` is the daemon's (its FUSE server and connection)."""
+        self.options.update(settings)
+        osdc = getattr(self.rados, "osdc", None)
+        if osdc is not None and "osd_request_timeout" in settings:
+            osdc.request_timeout = float(settings["osd_request_timeout"])
+        if osdc is not None and "osdkeepalive" in settings:
+            osdc.keepalive_interval = float(settings["osdkeepalive"])
 
     @property
     def size(self) -> int:
         """Current image size in bytes: the daemon follows resizes (header updates)."""
         return self.image.size()
 
+    async def _lock(self) -> None:
+        """Take the exclusive lock before I/O (``rbd_img_exclusive_lock``), waiting at
+        most ``lock_timeout`` seconds (0: as long as it takes).  Called for writes when
+        ``lock_timeout`` is set (else the image takes the lock itself) and for reads
+        with ``lock_on_read``.  Raises TimedOut (ETIMEDOUT)."""
+        lock = getattr(self.image, "exclusive_lock", None)
+        if lock is None or lock.is_owner() or self.read_only:
+            return
+        timeout = self.options.get("lock_timeout") or None
+        try:
+            await asyncio.wait_for(self.image.acquire_lock(), timeout)
+        except asyncio.TimeoutError:
+            raise errors.TimedOut(f"exclusive lock not acquired within lock_timeout={timeout}s") from None
+
     async def read(self, offset: int, length: int) -> bytes:
+        if self.options.get("lock_on_read"):
+            await self._lock()
         return await self.image.read(offset, length)
 
     async def write(self, offset: int, data) -> int:
+        if self.options.get("lock_timeout"):
+            await self._lock()
         return await self.image.write(offset, data)
 
     async def flush(self) -> None:
@@ -1370,9 +1443,20 @@ class RbdBlockImage:
 
     async def discard(self, offset: int, length: int) -> None:
         """librbd discard (whole objects removed, partial ones truncated/zeroed)."""
+        align = self.options.get("alloc_size")
+        if align:
+            start = -(-offset // align) * align
+            end = (offset + length) // align * align
+            if end <= start:
+                return  # too small to free anything (krbd punts it too)
+            offset, length = start, end - start
+        if self.options.get("lock_timeout"):
+            await self._lock()
         await self.image.discard(offset, length)
 
     async def write_zeroes(self, offset: int, length: int) -> None:
+        if self.options.get("lock_timeout"):
+            await self._lock()
         await self.image.write_zeroes(offset, length)
 
     async def close(self) -> None:
@@ -1387,42 +1471,80 @@ def cmd_map_daemon(args) -> int:
     from ..rados import AsyncRados
 
     spec = read_spec()
+    options = spec.get("options") or {}
 
     async def open_image():
-        secret = (spec["secret"], "the map request") if spec.get("secret") else None
-        r = AsyncRados(_map_config(args, spec.get("options") or {}, secret, spec.get("auth_name")))
-        await r.connect(args.connect_timeout)
+        cfg = _map_config(args, options, spec.get("auth_name"), spec.get("secret"), "the map request")
+        r = AsyncRados(cfg)
+        mt = options.get("mount_timeout")
+        await r.connect(args.connect_timeout if mt is None else (float(mt) or None))
         try:
+            want = options.get("fsid")
+            if want and r.get_fsid() != want:
+                # libceph's fsid option: refuse a monitor of another cluster
+                raise errors.InvalidArgumentError(
+                    f"cluster fsid {r.get_fsid()} is not the fsid={want} map option")
             io = await r.open_ioctx(spec["pool"], spec.get("namespace") or "")
             snap = spec.get("snap")
             kw: dict[str, Any] = {}
-            if _opt_true((spec.get("options") or {}).get("exclusive")):
+            if _opt_true(options.get("exclusive")):
                 kw["exclusive"] = True
             img = await AsyncImage.open(io, spec["name"], read_only=bool(spec.get("read_only")),
                                         snapshot=None if snap in (None, "-") else snap, **kw)
         except BaseException:
             await r.shutdown()
             raise
-        return RbdBlockImage(r, img)
+        return RbdBlockImage(r, img, options)
 
     return run_daemon(spec, open_image)
 
 
-def _map_config(args, options: dict[str, Any], secret: tuple[str, str] | None = None,
-                auth_name: str | None = None):
-    """The client config of a mapping: krbd's ``name=`` (client id, or a full
-    ``client.X``), ``secret=``/``key=NAME`` (:func:`load_config`; ``secret`` is the
-    ``(base64, source)`` the daemon was handed), and ``ms_mode`` (``legacy``, ``crc``,
-    ``secure``, ``prefer-crc``, ``prefer-secure``) as the ``ms_mode`` option that
-    ``ClientConfig.msgr_modes`` reads.  Raises ConfigError for a bad value."""
-    name = auth_name
-    if name is None and isinstance(options.get("name"), str) and options["name"]:
-        name = options["name"] if options["name"].startswith("client.") else f"client.{options['name']}"
-    cfg = load_config(args, options, secret=secret, name=name)
-    mode = options.get("ms_mode")
+#: krbd map option -> the ClientConfig option it sets (pyceph.osd.client, pyceph.mon.client)
+_CONFIG_OF_MAP_OPTION = {
+    "ms_mode": "ms_mode",
+    "osd_request_timeout": "osd_request_timeout",
+    "osdkeepalive": "osd_keepalive_interval",
+    "osd_idle_ttl": "osd_idle_ttl",
+    "mount_timeout": "client_mount_timeout",
+    "read_from_replica": "rbd_read_from_replica_policy",
+    "crush_location": "crush_location",
+    "abort_on_full": "abort_on_full",
+}
+
+
+def _map_config(args, options: dict[str, Any], auth_name: str | None = None, secret: str | None = None,
+                secret_source: str | None = None):
+    """The client config of a mapping: the CLI's conf/--keyfile/--keyring/--id, then the
+    map options (docs/MAP-OPTIONS.md): ``name``/``secret`` (``auth_name``, ``secret``;
+    ``secret_source`` says where it came from, for errors), ``mon_addr`` and the client
+    settings of :data:`_CONFIG_OF_MAP_OPTION`.  Raises ConfigError for a bad conf, key
+    (naming its source, never the key) or ``ms_mode``."""
+    from ..auth.keyring import check_config_key
+    from ..config import ClientConfig
+
+    mon_addr = options.get("mon_addr")
+    cfg = check_config_key(ClientConfig.load(
+        conffile=args.conf, name=auth_name or args.name, client_id=args.client_id,
+        keyring=None if secret else args.keyring, keyfile=None if secret else getattr(args, "keyfile", None),
+        mon_host=",".join(mon_addr) if mon_addr else args.mon_host, key=secret, cluster=args.cluster,
+        key_source=secret_source if secret else None,
+    ))
+    for opt, key in _CONFIG_OF_MAP_OPTION.items():
+        v = options.get(opt)
+        if v is None or v is False:
+            continue
+        if opt == "read_from_replica":
+            v = "default" if v == "no" else v
+        elif opt == "crush_location":
+            v = " ".join(f"{t}={n}" for t, n in v)
+        elif opt == "mount_timeout" and not v:
+            v = 10 ** 9  # 0: wait forever
+        elif v is True:
+            v = "true"
+        cfg.options[key] = str(v)
+    mode = cfg.options.get("ms_mode")
     if mode is not None:
-        parse_ms_mode(str(mode), "ms_mode")
-        cfg.options["ms_mode"] = str(mode)
+        parse_ms_mode(mode, "ms_mode")
     return cfg
 
 
@@ -1435,8 +1557,14 @@ def _opt_true(v: Any) -> bool:
 def cmd_unmap(args) -> int:
     from ..block import unmap
 
+    from ..block.mapopts import MapOptionError, parse_unmap_options
+
+    try:
+        force = "force" in parse_unmap_options(args.options or [])
+    except MapOptionError as e:
+        raise CliError(e.message or str(e), errno=errno.EINVAL) from None
     with failing("unmap failed"):
-        unmap(args.target, timeout=args.timeout, force="force" in _map_options(args.options or []))
+        unmap(args.target, timeout=args.timeout, force=force)
     return 0
 
 
@@ -1683,7 +1811,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("map", aliases=["device-map"], help="map an image to a block device (/dev/loopN)")
     img(sp)
     sp.add_argument("-o", "--options", action="append",
-                    help="map options: ro, exclusive, notrim, direct_io=0, ...")
+                    help="krbd map options, comma-separated (docs/MAP-OPTIONS.md): ro, exclusive, notrim, "
+                    "queue_depth=N, name=ID, secret=KEY, key=DESC, ms_mode=MODE, read_from_replica=balance, ...")
     sp.add_argument("--read-only", action="store_true")
     sp.add_argument("--exclusive", action="store_true", help="keep the exclusive lock (like -o exclusive)")
     sp.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the mapping")

@@ -67,6 +67,7 @@ from ..errors import (
     Error,
     InvalidArgumentError,
     PoolNotFound,
+    NoSpace,
     TimedOut,
     make_ex,
 )
@@ -100,6 +101,19 @@ _ENOENT = 2
 _ENOTCONN = 107
 _ETIMEDOUT = 110
 _TARGET_CACHE_MAX = 1 << 16
+_REPLICA_READS = O.CEPH_OSD_FLAG_BALANCE_READS | O.CEPH_OSD_FLAG_LOCALIZE_READS
+
+
+def parse_crush_location(value: str) -> frozenset[tuple[str, str]]:
+    """ceph.conf's ``crush_location`` (``host=a rack=b``, also ``type:name|...`` as krbd's
+    map option) -> {(type name, bucket name)}.  Malformed items raise InvalidArgumentError."""
+    out = set()
+    for item in value.replace("|", " ").replace(",", " ").split():
+        t, sep, n = item.partition("=") if "=" in item else item.partition(":")
+        if not sep or not t or not n:
+            raise InvalidArgumentError(f"bad crush_location item {item!r} (type=name)")
+        out.add((t, n))
+    return frozenset(out)
 
 
 @dataclass
@@ -383,6 +397,15 @@ class OSDClient:
         self._last_epoch = 0
         self._full_pools: set[int] = set()
         self._was_full = False
+        # krbd's abort_on_full / read_from_replica / crush_location map options
+        self.abort_on_full = (cfg.get("abort_on_full") or "").lower() in ("1", "true", "yes", "on")
+        policy = cfg.get("rbd_read_from_replica_policy") or "default"
+        self.read_flags = {"balance": O.CEPH_OSD_FLAG_BALANCE_READS,
+                           "localize": O.CEPH_OSD_FLAG_LOCALIZE_READS}.get(policy, 0)
+        self.crush_location = parse_crush_location(cfg.get("crush_location") or "")
+        self.replica_reads = 0  # replica reads answered by a replica
+        self.replica_bounces = 0  # ... and bounced to the primary (EAGAIN: not readable there yet)
+        self._crush_parents: tuple[int, dict[int, Any]] = (0, {})
         # (pool, oid, key, nspace) -> (raw pg, pg, acting, primary) for one osdmap epoch
         self._targets: dict[tuple, tuple] = {}
         self._targets_map: tuple[int, int] | None = None
@@ -450,12 +473,56 @@ class OSDClient:
         req.paused = paused
         force = pool.last_force_op_resend > req.last_force_resend
         split = bool(req.pg_num) and pool.pg_num != req.pg_num
-        changed = first or pg != req.pgid or primary != req.osd or shard != req.shard
-        req.pgid, req.osd, req.shard = pg, primary, shard
+        target = primary
+        if (req.flags & _REPLICA_READS and not req.is_write and not pool.is_erasure()
+                and len(acting) > 1 and primary >= 0):
+            if not first and pg == req.pgid and req.osd in acting:
+                target = req.osd  # same acting set: stay where it was sent
+            elif req.flags & O.CEPH_OSD_FLAG_BALANCE_READS:
+                target = random.choice(acting)  # osd_client.c pick_random_replica
+            else:
+                target = self._closest_replica(acting)
+        changed = first or pg != req.pgid or target != req.osd or shard != req.shard
+        req.pgid, req.osd, req.shard = pg, target, shard
         req.raw_hash = raw.seed
         req.pg_num = pool.pg_num
         req.last_force_resend = max(req.last_force_resend, pool.last_force_op_resend)
         return changed or split or (force and not first) or unpaused
+
+    def _closest_replica(self, acting: list[int]) -> int:
+        """The acting OSD closest to :attr:`crush_location` (``pick_closest_replica``):
+        the lowest CRUSH type id of an ancestor bucket named in the location; the
+        primary (first) when none is local."""
+        best, best_loc = acting[0], -1
+        for osd in acting:
+            loc = self._crush_locality(osd)
+            if loc >= 0 and (best_loc < 0 or loc < best_loc):
+                best, best_loc = osd, loc
+        return best
+
+    def _crush_locality(self, item: int) -> int:
+        """``ceph_get_crush_locality``: the type id of ``item``'s nearest ancestor whose
+        (type name, bucket name) is in the crush location, or -1."""
+        crush = self.osdmap.crush
+        if crush is None or not self.crush_location:
+            return -1
+        key, parents = self._crush_parents
+        if key != id(crush):
+            parents = {}
+            for b in crush.buckets:
+                name = crush.names.get(b.id, "") if b is not None else ""
+                if b is None or not name or "~" in name:
+                    continue  # per-class shadow hierarchy
+                for child in b.items:
+                    parents.setdefault(child, b)
+            self._crush_parents = (id(crush), parents)
+        seen = 0
+        while item in parents and seen < 64:
+            b = parents[item]
+            if (crush.type_names.get(b.type, ""), crush.names.get(b.id, "")) in self.crush_location:
+                return b.type
+            item, seen = b.id, seen + 1
+        return -1
 
     def _msgr_modes(self) -> tuple[str, ...]:
         return self.monc.config.msgr_modes(for_mon=False)
@@ -566,7 +633,7 @@ class OSDClient:
         if write:
             flags |= O.CEPH_OSD_FLAG_WRITE | O.CEPH_OSD_FLAG_ONDISK
         else:
-            flags |= O.CEPH_OSD_FLAG_READ
+            flags |= O.CEPH_OSD_FLAG_READ | (0 if linger is not None else self.read_flags)
         now = time.time()
         loop = asyncio.get_running_loop()
         req = OSDRequest(
@@ -581,6 +648,8 @@ class OSDClient:
         )
         req.future = loop.create_future()
         self._calc_target(req)
+        if write and req.paused and self.abort_on_full and self._is_full(req.pool):
+            raise NoSpace(f"pool {req.pool} is full or the cluster is (abort_on_full)")
         self.requests[req.tid] = req
         self._ensure_ticker()
         try:
@@ -1076,6 +1145,11 @@ class OSDClient:
             "homeless": sum(1 for r in reqs if r.session is None and not r.paused),
             "paused": sum(1 for r in reqs if r.paused),
             "resends": self.resends,
+            "request_timeout": self.request_timeout,
+            "keepalive_interval": self.keepalive_interval,
+            "read_flags": self.read_flags,
+            "replica_reads": self.replica_reads,
+            "replica_bounces": self.replica_bounces,
             "blocklisted": str(self.blocklisted) if self.blocklisted is not None else None,
             "sessions": [s.status(now) for _, s in sorted(self.sessions.items())],
         }
@@ -1108,8 +1182,15 @@ class OSDClient:
         r = reply.result
         if r == -_EAGAIN and req.is_read:
             # Replica/balanced reads bounced: resend to the primary.
+            if req.flags & _REPLICA_READS:
+                self.replica_bounces += 1
+                req.flags &= ~_REPLICA_READS
+                req.pgid = None
+                self._calc_target(req)
             self._send(req)
             return
+        if req.is_read and req.flags & _REPLICA_READS and s.osd != self._primary_of(req):
+            self.replica_reads += 1
         if r == -_EBLOCKLISTED:
             self._set_blocklisted(Blocklisted(
                 f"osd.{s.osd} refused {self.monc.auth.entity_name} (global_id {self.monc.global_id}, "
@@ -1117,6 +1198,21 @@ class OSDClient:
             ))
             return
         req.future.set_result(reply)
+
+    def _is_full(self, pool: int) -> bool:
+        return self._was_full or pool in self._full_pools
+
+    def _abort_full_writes(self) -> None:
+        """``ceph_osdc_abort_on_full``: fail writes to a full pool or cluster with ENOSPC."""
+        for req in list(self.requests.values()):
+            if req.is_write and req.linger is None and req.future is not None and not req.future.done() \
+                    and self._is_full(req.pool):
+                req.future.set_exception(NoSpace(f"pool {req.pool} is full or the cluster is (abort_on_full)"))
+                self._link(req, None)
+
+    def _primary_of(self, req: OSDRequest) -> int:
+        hit = self._targets.get((req.pool, req.oid, req.key, req.nspace))
+        return hit[3] if hit is not None else req.osd
 
     def _set_blocklisted(self, exc: Blocklisted) -> None:
         if self.blocklisted is None:
@@ -1156,6 +1252,8 @@ class OSDClient:
         cleared_full = self._was_full and not global_full
         self._full_pools, self._was_full = full_now, global_full
         self._targets.clear()
+        if self.abort_on_full and (global_full or full_now):
+            self._abort_full_writes()
         self._check_blocklist(m)
         need: dict[int, OSDRequest] = {}
         for req in list(self.requests.values()):

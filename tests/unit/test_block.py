@@ -97,9 +97,9 @@ class FileImage:
 
 
 def _daemon_main() -> int:
-    from pyceph.block import run_daemon, spec_from_env
+    from pyceph.block import read_spec, run_daemon
 
-    spec = spec_from_env()
+    spec = read_spec()
     o = spec["options"]
 
     async def open_image():
@@ -126,6 +126,7 @@ if __name__ == "__main__":
 import contextlib  # noqa: E402
 import hashlib  # noqa: E402
 import signal  # noqa: E402
+import socket  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 
@@ -265,20 +266,33 @@ def run_dir(tmp_path, monkeypatch):
     return d
 
 
+_NAMED = ("import ctypes, time; ctypes.CDLL(None).prctl(15, b'pyceph-map', 0, 0, 0); "
+          "print('ok', flush=True); time.sleep(60)")
+
+
 def test_registry_roundtrip_and_stale_records_are_dropped(run_dir):
+    daemon = subprocess.Popen([sys.executable, "-c", _NAMED], stdout=subprocess.PIPE)  # named like a map daemon
     me = os.getpid()
-    live = {"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10",
-            "pid": me, "pid_start": registry.process_start_time(me), "mountpoint": ""}
-    dead_proc = subprocess.Popen(["true"])
-    dead_proc.wait()
-    dead = dict(live, id="2", name="b", device="/dev/loop2", pid=dead_proc.pid)
-    reused = dict(live, id="3", name="c", device="/dev/loop3", pid_start=1)  # pid reused by us
-    for r in (live, dead, reused):
-        registry.write_record(r)
-    assert [r["id"] for r in registry.iter_records()] == ["2", "3", "10"]
-    shown = block.showmapped()
-    assert shown == [{"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10"}]
-    assert sorted(_ls(run_dir / "mappings")) == ["10.json"]
+    try:
+        assert daemon.stdout.readline() == b"ok\n"
+        live = {"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-", "device": "/dev/loop10",
+                "pid": daemon.pid, "pid_start": registry.process_start_time(daemon.pid), "mountpoint": ""}
+        dead_proc = subprocess.Popen(["true"])
+        dead_proc.wait()
+        dead = dict(live, id="2", name="b", device="/dev/loop2", pid=dead_proc.pid)
+        reused = dict(live, id="3", name="c", device="/dev/loop3", pid_start=1)  # pid reused
+        not_ours = dict(live, id="4", name="d", device="/dev/loop4", pid=me,  # not a map daemon
+                        pid_start=registry.process_start_time(me))
+        for r in (live, dead, reused, not_ours):
+            registry.write_record(r)
+        assert [r["id"] for r in registry.iter_records()] == ["2", "3", "4", "10"]
+        shown = block.showmapped()
+        assert shown == [{"id": "10", "pool": "p", "namespace": "", "name": "a", "snap": "-",
+                          "device": "/dev/loop10"}]
+        assert sorted(_ls(run_dir / "mappings")) == ["10.json"]
+    finally:
+        daemon.kill()
+        daemon.wait()
 
 
 def test_zombie_counts_as_dead():
@@ -711,3 +725,126 @@ def test_sigterm_while_opening_the_image_aborts_the_map(run_dir, tmp_path):
     assert _ls(run_dir / "mappings") == [] and _ls(run_dir / "mnt") == []
     logs = [(run_dir / "log" / n).read_text() for n in _ls(run_dir / "log")]
     assert any("interrupted by a signal" in text for text in logs), logs
+
+
+# --- the control socket of a real daemon (pyceph.block.ctlproto; docs/CONTROL.md) -----------
+
+from pyceph.block import ctlproto  # noqa: E402
+
+
+def _sock(dev):
+    return block.find_mappings(dev)[0]["socket"]
+
+
+def test_configure_two_settings_in_one_transaction(mapper):
+    dev, _, _ = mapper(16 * MiB)
+    assert block.info(dev)["settings"]["queue_depth"] == 64
+    assert block.configure(dev, {"queue_depth": "8"}) == {"queue_depth": 8}
+    # this file-backed image has no OSD client: the second setting cannot apply, so neither does
+    with pytest.raises(ctlproto.ControlError) as ei:
+        block.configure(dev, {"queue_depth": "32", "osd_request_timeout": "30"})
+    assert ei.value.status == ctlproto.E_NOT_SUPPORTED
+    with pytest.raises(ctlproto.ControlError) as ei:
+        block.configure(dev, {"queue_depth": "16", "no_such_option": "1"})
+    assert ei.value.status == ctlproto.E_UNKNOWN_SETTING and "no_such_option" in ei.value.message
+    with pytest.raises(ctlproto.ControlError) as ei:
+        block.configure(dev, {"queue_depth": "0"})
+    assert ei.value.status == ctlproto.E_BAD_VALUE and ei.value.errno == errno.EINVAL
+    assert block.configure(dev, {"queue_depth": "12"}, dry_run=True) == {"queue_depth": 8}
+    i = block.info(dev)
+    assert i["settings"]["queue_depth"] == 8 and i["device"] == dev and i["name"] == "img"
+    assert block.refresh(dev) == 16 * MiB
+
+
+def test_malformed_input_gets_an_error_reply_and_idle_half_messages_are_closed(mapper):
+    dev, _, _ = mapper(16 * MiB, ctl_idle_timeout=0.3)
+    path = _sock(dev)
+
+    def raw(data, shut=True):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(path)
+            s.sendall(data)
+            if shut:
+                s.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+            return out
+
+    assert raw(b"hello there\n") == b"error 22 InvalidArgumentError unknown command\n"
+    assert raw(b"\xff" * 300).startswith(b"error 74 ProtocolError")
+    assert ctlproto.decode(raw(b"\0PCT\x09" + bytes(7))).get("status") == ctlproto.E_VERSION
+    assert ctlproto.decode(raw(ctlproto.request(42))).get("message") == "daemon too old for operation 42"
+    t0 = time.monotonic()
+    half = ctlproto.decode(raw(ctlproto.request(ctlproto.OP_STATS)[:5], shut=False))
+    assert half.get("status") == ctlproto.E_IDLE_TIMEOUT and time.monotonic() - t0 < 5
+    assert json.loads(raw(b"stats\n"))["errors"] == 0  # an older CLI's text command still works
+
+
+def test_leaked_connections_beyond_the_cap_do_not_block_unmap(mapper, run_dir):
+    dev, _, _ = mapper(16 * MiB, ctl_idle_timeout=0.5, ctl_max_conns=4, keep_log=True)
+    path = _sock(dev)
+    leaked = []
+    try:
+        for _ in range(40):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(path)
+            leaked.append(s)
+        t0 = time.monotonic()
+        block.unmap(dev, timeout=20)
+        assert time.monotonic() - t0 < 15
+    finally:
+        for s in leaked:
+            s.close()
+    assert block.showmapped() == []
+    log_lines = [ln for f in _ls(run_dir / "log") for ln in open(run_dir / "log" / f)]
+    refusals = [ln for ln in log_lines if "refusing another" in ln]
+    assert 1 <= len(refusals) <= 10  # rate-limited: at most 10 warnings a minute
+
+
+def test_spec_and_secret_are_not_in_the_daemon_environment_or_argv(mapper, run_dir):
+    secret = "AQBzZWNyZXRzZWNyZXRzZWNyZXRzZWNyZXQ9PT09PQ=="
+    backing = f"/dev/shm/pyceph-test-{os.getpid()}-sec"
+    with open(backing, "wb") as f:
+        f.truncate(16 * MiB)
+    try:
+        dev = block.map_image({"pool": "rbd", "name": "sec", "secret": secret,
+                               "options": {"test_backing": backing, "keep_log": True}}, DAEMON_ARGV, timeout=30)
+        pid = block.find_mappings(dev)[0]["pid"]
+        for what in ("environ", "cmdline"):
+            with open(f"/proc/{pid}/{what}", "rb") as f:
+                data = f.read()
+            assert secret.encode() not in data and b"PYCEPH_MAP_SPEC=" not in data, what
+        with open(f"/proc/{pid}/comm") as f:
+            assert f.read().strip() == "pyceph-map"
+        with open(f"/proc/{pid}/limits") as f:
+            nofile = [ln.split()[3:5] for ln in f if ln.startswith("Max open files")][0]
+        assert nofile[0] == nofile[1]  # soft open-file limit raised to the hard one
+        assert secret not in json.dumps(block.info(dev))
+        block.unmap(dev, timeout=30)
+        for f in _ls(run_dir / "log"):
+            assert secret not in (run_dir / "log" / f).read_text()
+    finally:
+        os.unlink(backing)
+
+
+# --- registry trust --------------------------------------------------------------------
+
+
+def test_run_dir_modes(tmp_path, monkeypatch):
+    d = tmp_path / "r"
+    monkeypatch.setenv(registry.RUN_DIR_ENV, str(d))
+    assert registry.subdir("mappings") == str(d / "mappings")
+    assert os.stat(d).st_mode & 0o777 == 0o700
+    os.chmod(d, 0o755)
+    with pytest.raises(registry.UntrustedRunDir, match="mode 0700"):
+        registry.subdir("mappings")
+    os.chmod(d, 0o700)
+    link = tmp_path / "link"
+    link.symlink_to(d)
+    monkeypatch.setenv(registry.RUN_DIR_ENV, str(link))
+    with pytest.raises(registry.UntrustedRunDir, match="symlink"):
+        list(registry.iter_records())

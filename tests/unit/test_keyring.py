@@ -132,30 +132,11 @@ def test_decode_payload_forms():
     assert kr.decode_payload(b"hello") is None
 
 
-# -- map options: secret= and key=NAME ---------------------------------------------------
-
-def test_secret_from_map_options(name):
-    key = aes_key()
-    assert kr.secret_from_map_options({}) is None
-    assert kr.secret_from_map_options({"ro": True}) is None
-    b64, source = kr.secret_from_map_options({"secret": key.to_base64()})
-    assert b64 == key.to_base64() and source == "the secret= map option"
-    kr.keyctl_add_user(name, key.to_base64(), "@s")
-    b64, source = kr.secret_from_map_options({"key": name})
-    assert b64 == key.to_base64() and source == f"kernel keyring key {name!r}"
-    with pytest.raises(ConfigError, match="both given"):
-        kr.secret_from_map_options({"key": name, "secret": key.to_base64()})
-    with pytest.raises(ConfigError, match="needs the name"):
-        kr.secret_from_map_options({"key": True})
-    with pytest.raises(kr.KeyringError, match="not found"):
-        kr.secret_from_map_options({"key": name + "-nope"})
-
-
-def test_bad_secret_option_never_echoed():
+def test_malformed_secret_never_echoed():
     bad = "AQBzqmpnAAAAABAAyyyyyyyyyyyyyyyyyyyy=="
     with pytest.raises(ConfigError) as ei:
-        kr.secret_from_map_options({"secret": bad})
-    assert "malformed cephx key in the secret= map option" in str(ei.value)
+        kr.parse_secret(bad, "the secret= map option", "client.admin")
+    assert "malformed cephx key for client.admin in the secret= map option" in str(ei.value)
     assert bad not in str(ei.value) and bad.strip("=") not in str(ei.value)
 
 

@@ -64,6 +64,10 @@ class FakeConfig:
             **opts,
         }
 
+    def get(self, key, default=None):
+        v = self.opts.get(key, default)
+        return None if v is None else str(v)
+
     def get_float(self, key, default=0.0):
         return float(self.opts.get(key, default))
 

@@ -177,7 +177,7 @@ def test_subcommand_options():
 def test_map_request_options():
     spec = prbd._spec(parse("map", "rbd/img"), prbd.SNAP_PERMITTED)
     r = prbd.map_request(spec, ["exclusive,notrim", "queue_depth=128"])
-    assert r["options"] == {"exclusive": True, "notrim": True, "queue_depth": "128"}
+    assert r["options"] == {"exclusive": True, "notrim": True, "queue_depth": 128}
     assert not r["read_only"] and r["snap"] == "-"
     snap = prbd._spec(parse("map", "rbd/img@s1"), prbd.SNAP_PERMITTED)
     r = prbd.map_request(snap, [])
