@@ -12,14 +12,16 @@ session keyring by name, pyceph looks for:
 1. a ``ceph`` key called NAME (read if the kernel allows it; today's kernels return
    EOPNOTSUPP, and then the lookup goes on), then
 2. a ``user`` key called NAME (security/keys/user_defined.c) holding the base64 secret
-   as a keyring file has it (``keyctl add user client.admin AQ...== @u``), with or
+   as a keyring file has it (``keyctl padd user client.admin @u < KEYFILE``), with or
    without a trailing newline, or the raw bytes of the secret: the ``ceph_crypto_key``
    encoding, or a bare 16-byte AES / 32-byte AES256KRB5 secret.
 
 Each type is searched as ``request_key(2)`` searches (thread, process, session keyrings;
 the user-session keyring when there is no session keyring; no upcall: ``callout_info``
-is NULL), then in the user keyring ``@u`` (``KEYCTL_SEARCH``), where ``keyctl add ...
-@u`` puts keys and which a fresh session keyring does not link.
+is NULL), then in the user keyring ``@u`` (``KEYCTL_SEARCH``), where ``keyctl padd ...
+@u`` puts keys and which a fresh session keyring does not link (a key found there is only
+readable with its default permissions once ``@u`` is linked into the session keyring,
+as pam_keyinit does at login).
 
 The system calls are made with ``syscall(2)`` and the numbers of the kernel headers
 (arch/x86/entry/syscalls/syscall_64.tbl, include/uapi/asm-generic/unistd.h), not with
