@@ -187,3 +187,24 @@ def test_unprivileged_user_gets_one_line(cluster, tmp_path):
     r = cli([*NOBODY, sys.executable, "-m", "pyceph.cli.prbd", "-c", str(conf), "-k", str(ring), "ls"], env=env)
     err = one_line(r)
     assert f"cannot read keyring {ring}: Permission denied" in err and admin_key(cluster) not in err
+
+
+def test_map_with_keyfile(cluster, run_dir, rbd_user, tmp_path):
+    """``--keyfile`` (a file holding the base64 key, here a keyring-less entity's) maps as
+    that entity; the daemon gets the key over its private channel, not by reading the file."""
+    entity, key = rbd_user
+    kf = tmp_path / "user.key"
+    fd = os.open(kf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, (key + "\n").encode())
+    os.close(fd)
+    img = uniq("sec-img")
+    prbd(cluster, "create", "--size", "8M", img)
+    dev = prbd(cluster, "--keyfile", str(kf), "map", img, "-o", f"name={entity}").stdout.decode().strip()
+    try:
+        kf.unlink()  # the mapping does not depend on the file
+        assert read_dev(dev, 0, 4096) == bytes(4096)
+        st = json.loads(cli([sys.executable, "-m", "pyceph.cli.pyceph_cli", "status", "--device", dev,
+                             "--format", "json"]).stdout)
+        assert st["entity"] == entity
+    finally:
+        prbd(cluster, "unmap", dev)
