@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -64,12 +65,12 @@ def admin_key(cluster) -> str:
     return re.search(r"key = (\S+)", Path(cluster.keyring_path).read_text()).group(1)
 
 
-def test_map_with_kernel_keyring_key(cluster, run_dir, session_keyring, rbd_user):
+def test_map_with_kernel_keyring_key(cluster, run_dir, session_keyring, rbd_user, tmp_path):
     entity, key = rbd_user
     img = uniq("sec-img")
     prbd(cluster, "create", "--size", "8M", img)
     data = os.urandom(4096)
-    src = Path(tempfile.mkdtemp(dir="/tmp")) / "data"
+    src = tmp_path / "data"
     src.write_bytes(data + bytes(8 * 1024 * 1024 - len(data)))
     prbd(cluster, "import", "--no-progress", str(src), f"{img}-data")
     # Without the key in the kernel keyring: one line naming the description.
@@ -184,7 +185,10 @@ def test_unprivileged_user_gets_one_line(cluster, tmp_path):
     ring.write_text(f"[client.admin]\n\tkey = {admin_key(cluster)}\n")
     os.chmod(ring, 0o600)
     env = dict(os.environ, HOME=str(pub))
-    r = cli([*NOBODY, sys.executable, "-m", "pyceph.cli.prbd", "-c", str(conf), "-k", str(ring), "ls"], env=env)
+    try:
+        r = cli([*NOBODY, sys.executable, "-m", "pyceph.cli.prbd", "-c", str(conf), "-k", str(ring), "ls"], env=env)
+    finally:
+        shutil.rmtree(pub)
     err = one_line(r)
     assert f"cannot read keyring {ring}: Permission denied" in err and admin_key(cluster) not in err
 
