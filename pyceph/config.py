@@ -8,8 +8,15 @@ Follows Ceph's lookup rules (``src/common/config.cc``, ``src/common/ConfUtils.cc
 Lookup order for the conf file: explicit path (``-c``), ``$CEPH_CONF``,
 ``/etc/ceph/$cluster.conf``, ``~/.ceph/$cluster.conf``, ``./$cluster.conf``; if none
 exists, the pyceph dev cluster's ``ceph.conf`` (so the demo needs no configuration).
-Keyring: explicit path (``-k``), ``key``/``keyfile``/``keyring`` options, then
+The secret, first found wins (krbd/rbd's sources, the command line before ceph.conf):
+an explicit secret (``key=``: krbd's ``secret=`` map option or a ``key=NAME`` kernel
+keyring lookup, resolved by the caller in :mod:`pyceph.auth.keyring`), ``--keyfile``
+(a file holding the base64 key), ``--keyring``/``-k``, then ceph.conf's ``key``,
+``keyfile`` and ``keyring`` options (Ceph's ``KeyRing::from_ceph_context`` order), then
 ``/etc/ceph/$cluster.$name.keyring``, ``/etc/ceph/$cluster.keyring``, ``/etc/ceph/keyring``.
+
+The secret never shows in a ``repr()``, an error message or a log line: errors name
+where a key came from (``key_source``), never the key.
 """
 
 from __future__ import annotations
@@ -17,7 +24,8 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+import stat
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import ConfigError
@@ -65,11 +73,13 @@ def normalize_key(k: str) -> str:
     return re.sub(r"[\s\-]+", "_", k.strip().lower())
 
 
-def parse_conf_text(text: str, origin: str = "<string>") -> dict[str, dict[str, str]]:
+def parse_conf_text(text: str, origin: str = "<string>", quote: bool = True) -> dict[str, dict[str, str]]:
     """Parse ceph.conf text into ``{section: {normalized_key: value}}``.
 
     Handles ``;``/``#`` comments, line continuations with ``\\``, quoted values and
-    ``key = value`` pairs.  Raises :class:`ConfigError` on a line it cannot read.
+    ``key = value`` pairs.  Raises :class:`ConfigError` on a line it cannot read, quoting
+    it only with ``quote`` (not for keyrings: a bad line may be a secret) and never a
+    line that mentions a key.
     """
     sections: dict[str, dict[str, str]] = {}
     cur: dict[str, str] | None = None
@@ -85,12 +95,13 @@ def parse_conf_text(text: str, origin: str = "<string>") -> dict[str, dict[str, 
             continue
         if s.startswith("["):
             if not s.endswith("]"):
-                raise ConfigError(f"{origin}:{lineno}: bad section header {s!r}")
+                raise ConfigError(f"{origin}:{lineno}: bad section header{_quoted(s, quote)}")
             name = s[1:-1].strip()
             cur = sections.setdefault(name, {})
             continue
         if "=" not in s:
-            raise ConfigError(f"{origin}:{lineno}: expected 'key = value', got {s!r}")
+            raise ConfigError(f"{origin}:{lineno}: expected 'key = value'" + (
+                f", got{_quoted(s, quote)}" if quote and not _secretish(s) else ""))
         k, _, v = s.partition("=")
         v = v.strip()
         if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
@@ -99,6 +110,50 @@ def parse_conf_text(text: str, origin: str = "<string>") -> dict[str, dict[str, 
             cur = sections.setdefault("global", {})
         cur[normalize_key(k)] = v
     return sections
+
+
+def _secretish(s: str) -> bool:
+    return "key" in s.lower() or "secret" in s.lower()
+
+
+def _quoted(s: str, quote: bool) -> str:
+    """`` 'line'`` (at most 60 characters) for an error message, or "" when the line
+    may hold a secret."""
+    if not quote or _secretish(s):
+        return ""
+    return " " + repr(s if len(s) <= 60 else s[:57] + "...")
+
+
+def read_text_file(path: str | os.PathLike[str], what: str) -> str:
+    """The text of a ceph.conf, keyring or keyfile; :class:`ConfigError` in one line
+    (naming ``what`` and the path, never the contents) for a directory, an unreadable
+    file, binary data (a NUL byte or bytes that are not UTF-8) or one over 4 MiB."""
+    p = Path(path)
+    try:
+        # O_NONBLOCK: a FIFO must not hang us before the regular-file check.
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"cannot read {what} {p}: not a regular file")
+            data = f.read(_MAX_CONF_BYTES + 1)
+    except IsADirectoryError:
+        raise ConfigError(f"cannot read {what} {p}: is a directory") from None
+    except ConfigError:
+        raise
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    if len(data) > _MAX_CONF_BYTES:
+        raise ConfigError(f"{what} {p} is larger than {_MAX_CONF_BYTES >> 20} MiB: not a {what}")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise ConfigError(f"{what} {p} is not a text file (NUL byte at offset {nul})")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {p} is not a text file (invalid UTF-8 at offset {e.start})") from None
+
+
+_MAX_CONF_BYTES = 4 << 20
 
 
 def _strip_comment(line: str) -> str:
@@ -117,9 +172,9 @@ def _strip_comment(line: str) -> str:
 
 
 def parse_keyring_text(text: str, origin: str = "<keyring>") -> dict[str, str]:
-    """Keyring file -> ``{entity name: base64 key}``."""
+    """Keyring file -> ``{entity name: base64 key}``.  Errors never quote a line."""
     out = {}
-    for section, kv in parse_conf_text(text, origin).items():
+    for section, kv in parse_conf_text(text, origin, quote=False).items():
         if "key" in kv:
             out[section] = kv["key"]
     return out
@@ -294,19 +349,26 @@ class ClientConfig:
     """Everything needed to reach and authenticate to a cluster.
 
     - ``name``: the entity (``client.admin``);
-    - ``key``: the base64 secret from the keyring (``None`` when auth is none);
+    - ``key``: the base64 secret (``None`` when auth is none); never in ``repr()``;
+    - ``key_source``: where the key came from, for messages (``keyring /etc/ceph/...``);
     - ``mon_addrs``: one :class:`EntityAddrvec` per monitor from ``mon host``;
     - ``options``: every other option, keys normalized (``client_mount_timeout``).
     """
 
     name: EntityName
-    key: str | None
+    key: str | None = field(repr=False)
     mon_addrs: list[EntityAddrvec]
     options: dict[str, str] = field(default_factory=dict)
     conf_path: str | None = None
     keyring_path: str | None = None
     cluster: str = "ceph"
     fsid: str | None = None
+    key_source: str | None = None
+
+    def with_secret(self, key: str, source: str) -> "ClientConfig":
+        """A copy authenticating with the base64 secret ``key``; ``source`` says where it
+        came from (``kernel keyring key 'client.admin'``) for error messages."""
+        return replace(self, key=key, key_source=source, keyring_path=None)
 
     def get(self, key: str, default: str | None = None) -> str | None:
         k = normalize_key(key)
@@ -354,12 +416,17 @@ class ClientConfig:
         key: str | None = None,
         overrides: dict[str, str] | None = None,
         cluster: str = "ceph",
+        keyfile: str | None = None,
+        key_source: str | None = None,
     ) -> "ClientConfig":
         """Build a config with Ceph's lookup rules.
 
-        ``name`` (``client.foo``) wins over ``client_id`` (``foo``); default ``client.admin``
-        (or ``$CEPH_ARGS``-style ``--id`` handled by the CLI).  Raises :class:`ConfigError`
-        when no monitor address or no key can be found, naming what was searched.
+        ``name`` (``client.foo``) wins over ``client_id`` (``foo``); default ``client.admin``.
+        The secret: ``key`` (base64, found by the caller; ``key_source`` says where), else
+        the file ``keyfile``, else the keyring ``keyring``, else ceph.conf (see the module
+        doc).  ceph.conf's ``key`` option is taken out of ``options``.  Raises
+        :class:`ConfigError` when no monitor address or no key can be found, naming what
+        was searched, or when a file is unreadable or not text (never quoting a key).
         """
         if name:
             try:
@@ -371,10 +438,7 @@ class ClientConfig:
         path = find_conf(conffile, cluster)
         sections: dict[str, dict[str, str]] = {}
         if path is not None:
-            try:
-                sections = parse_conf_text(path.read_text(), str(path))
-            except OSError as e:
-                raise ConfigError(f"cannot read {path}: {e}") from e
+            sections = parse_conf_text(read_text_file(path, "config file"), str(path))
         opts: dict[str, str] = {}
         # Most specific section wins: [global] < [client] < [client.admin].
         for sec in ("global", ENTITY_SECTION[ename.type] if ename.type in ENTITY_SECTION else "client", str(ename)):
@@ -398,15 +462,17 @@ class ClientConfig:
             raise ConfigError(f"no monitor address: 'mon host' is not set ({where})")
         mons = parse_mon_host(mon_value)
 
-        secret = key or opts.get("key")
-        keyring_used = None
-        if not secret and opts.get("keyfile"):
-            kf = Path(expand(opts["keyfile"])).expanduser()
-            try:
-                secret = kf.read_text().strip()
-            except OSError as e:
-                raise ConfigError(f"cannot read keyfile {kf}: {e}") from e
-            keyring_used = str(kf)
+        conf_key = opts.pop("key", None)
+        secret, source, keyring_used = key, key_source or ("the given key" if key else None), None
+        if not secret and keyfile:
+            secret, source = _read_keyfile(Path(expand(keyfile)).expanduser(), "--keyfile")
+            keyring_used = source
+        explicit_ring = keyring
+        if not secret and not explicit_ring and conf_key:
+            secret, source = conf_key, f"the 'key' option of {path or 'the configuration'}"
+        if not secret and not explicit_ring and opts.get("keyfile"):
+            secret, source = _read_keyfile(Path(expand(opts["keyfile"])).expanduser(), "keyfile")
+            keyring_used = source
         if not secret:
             candidates: list[str] = []
             if keyring:
@@ -425,14 +491,12 @@ class ClientConfig:
                 if not p.is_absolute() and path is not None and not p.exists():
                     p = path.parent / p
                 tried.append(str(p))
-                if p.exists():
-                    try:
-                        keys = parse_keyring_text(p.read_text(), str(p))
-                    except OSError as e:
-                        raise ConfigError(f"cannot read keyring {p}: {e}") from e
+                if p.exists() or keyring:
+                    keys = parse_keyring_text(read_text_file(p, "keyring"), str(p))
                     if str(ename) in keys:
                         secret = keys[str(ename)]
                         keyring_used = str(p)
+                        source = f"keyring {p}"
                         break
                     if keyring:
                         raise ConfigError(f"keyring {p} has no key for {ename}")
@@ -450,7 +514,18 @@ class ClientConfig:
             keyring_path=keyring_used,
             cluster=cluster,
             fsid=opts.get("fsid"),
+            key_source=source if secret else None,
         )
+
+
+def _read_keyfile(p: Path, what: str) -> tuple[str, str]:
+    """``(base64 key, source)`` from a keyfile (Ceph's ``keyfile`` option: the bare base64
+    key, as ``ceph-authtool -p`` prints it).  ConfigError naming the file if it is
+    unreadable, not text or empty; never its contents."""
+    text = read_text_file(p, what).strip()
+    if not text:
+        raise ConfigError(f"{what} {p} is empty")
+    return text, f"{what} {p}"
 
 
 # krbd's ms_mode values (net/ceph/ceph_common.c ceph_param_ms_mode) and what each offers,

@@ -91,7 +91,7 @@ class Sniffer:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ports", required=True, help="server ports: 3300,6800-6900")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("cmd", nargs=argparse.REMAINDER)

@@ -176,8 +176,8 @@ class CephxAuthorizer:
     session_key: CryptoKey
     ticket: CephXTicketBlob
     nonce: int
-    base: bytes = b""
-    bl: bytes = b""
+    base: bytes = field(default=b"", repr=False)  # ticket and sealed proof: credentials
+    bl: bytes = field(default=b"", repr=False)
     random_bytes: Callable[[int], bytes] = field(default=os.urandom, repr=False)
 
     @classmethod

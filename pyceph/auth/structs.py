@@ -85,10 +85,11 @@ class CephXResponseHeader(_Codec):
 
 @dataclass
 class CephXTicketBlob(_Codec):
-    """``u8 v=1, u64 secret_id, bufferlist blob`` — a ticket, opaque to clients."""
+    """``u8 v=1, u64 secret_id, bufferlist blob`` — a ticket, opaque to clients (a
+    credential with its session key: not in ``repr``)."""
 
     secret_id: int = 0
-    blob: bytes = b""
+    blob: bytes = field(default=b"", repr=False)
     struct_v: int = 1
 
     @classmethod

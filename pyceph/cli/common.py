@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from .. import errors
-from ..rados import strip_addr_type
+from ..auth.keyring import check_config_key
 from ..config import ClientConfig
+from ..rados import strip_addr_type
 
 _UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50, "E": 1 << 60}
 
@@ -91,11 +92,77 @@ def parse_image_spec(spec: str | None, pool: str | None = None, namespace: str |
     return ImageSpec(pool or default_pool, namespace or "", image, snap)
 
 
+class CliParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` as pyceph's CLIs use it: no abbreviated long options
+    (``--key`` must never be taken for ``--keyring``; subcommand parsers made by
+    ``add_subparsers().add_parser`` are of this class too) and usage errors in one
+    line, ``prog: error: message`` (exit 2), listing unrecognized arguments by their
+    option names only (a stray value may be a secret)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kw)
+
+    def _long_options(self) -> set[str]:
+        """Every ``--option`` this parser and its subcommand parsers know."""
+        out: set[str] = set()
+        for a in self._actions:
+            out.update(o for o in a.option_strings if o.startswith("--"))
+            if isinstance(a, argparse._SubParsersAction):
+                for sp in {id(v): v for v in a.choices.values()}.values():
+                    out |= sp._long_options() if isinstance(sp, CliParser) else {
+                        o for b in sp._actions for o in b.option_strings if o.startswith("--")}
+        return out
+
+    def parse_args(self, args: Any = None, namespace: Any = None):  # type: ignore[override]
+        # An unknown --option is reported as such, before argparse takes its value for
+        # a command name and echoes it ("invalid choice: 'AQ...'").
+        argv = list(sys.argv[1:] if args is None else args)
+        known = self._long_options()
+        for tok in argv:
+            if tok == "--":
+                break
+            name = tok.split("=", 1)[0]
+            if name.startswith("--") and len(name) > 2 and name not in known:
+                self.error(f"unrecognized arguments: {name}")
+        return super().parse_args(argv, namespace)
+
+    def error(self, message: str):  # type: ignore[override]
+        m = re.match(r"(argument .*: invalid choice: )'(.*?)'( \(choose from .*\))?$", message, re.S)
+        if m and not re.fullmatch(r"[a-z][a-z0-9_-]{0,23}", m.group(2)):
+            message = f"{m.group(1).removesuffix(': ')} (value not shown){m.group(3) or ''}"
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            words = message[len(prefix):].split()
+            names = [w.split("=", 1)[0] for w in words if w.startswith("-") and len(w) > 1]
+            rest = len(words) - len(names)
+            message = prefix + " ".join(names + ([f"(and {rest} other argument{'s' * (rest != 1)})"] if rest else []))
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog.split()[0]} -h)\n")
+
+
+KEY_REFUSED = ("--key is not accepted: a secret on the command line is visible to every local user "
+               "(ps, /proc/PID/cmdline); use --keyfile FILE, --keyring FILE or -o key=NAME (a key in the "
+               "kernel keyring)")
+
+
+class _RefuseKey(argparse.Action):
+    """``--key SECRET`` (Ceph's global option): refused in one line, the value unread."""
+
+    def __init__(self, option_strings, dest, **kw):
+        kw["nargs"] = "?"
+        super().__init__(option_strings, dest, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.exit(2, f"{parser.prog.split()[0]}: error: {KEY_REFUSED}\n")
+
+
 def add_client_options(p: argparse.ArgumentParser, suppress: bool = False) -> None:
     """The options ``rbd`` and ``ceph`` take to find and authenticate to a cluster.
 
     With ``suppress`` (for subcommand parsers) unset options leave the top-level
     values alone, so ``prbd -c X ls`` and ``prbd ls -c X`` both work, as with ``rbd``.
+    The secret comes from ``--keyfile`` (a file holding the base64 key), ``--keyring``
+    or ceph.conf; ``--key SECRET`` is refused (see :data:`KEY_REFUSED`).
     """
     def d(v):
         return argparse.SUPPRESS if suppress else v
@@ -106,6 +173,8 @@ def add_client_options(p: argparse.ArgumentParser, suppress: bool = False) -> No
     g.add_argument("--id", "--user", dest="client_id", default=d(None), help="client id without 'client.' (default admin)")
     g.add_argument("-n", "--name", default=d(None), help="entity name, e.g. client.admin")
     g.add_argument("-k", "--keyring", default=d(None), help="keyring path")
+    g.add_argument("--keyfile", default=d(None), help="file holding the base64 key (as `ceph-authtool -p` prints it)")
+    g.add_argument("--key", action=_RefuseKey, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     g.add_argument("-m", "--mon-host", "--mon_host", dest="mon_host", default=d(None), help="monitor address(es)")
     g.add_argument("--cluster", default=d("ceph"), help="cluster name (default ceph)")
     g.add_argument("--connect-timeout", type=float, default=d(None),
@@ -115,7 +184,7 @@ def add_client_options(p: argparse.ArgumentParser, suppress: bool = False) -> No
 
 def client_parent() -> argparse.ArgumentParser:
     """A parent parser carrying the client options for subcommands."""
-    parent = argparse.ArgumentParser(add_help=False)
+    parent = CliParser(add_help=False)
     add_client_options(parent, suppress=True)
     parent.add_argument("-p", "--pool", default=argparse.SUPPRESS, help="pool name")
     parent.add_argument("--namespace", default=argparse.SUPPRESS, help="namespace")
@@ -123,10 +192,13 @@ def client_parent() -> argparse.ArgumentParser:
 
 
 def load_config(args: argparse.Namespace) -> ClientConfig:
-    return ClientConfig.load(
+    """The client config of ``args`` (``-c``, ``--id``/``-n``, ``--keyfile``, ``-k``,
+    ``-m``, ``--cluster``; the secret's sources in :mod:`pyceph.config`'s order).  A key
+    that is not a cephx key fails here in one line naming its source (ConfigError)."""
+    return check_config_key(ClientConfig.load(
         conffile=args.conf, name=args.name, client_id=args.client_id, keyring=args.keyring,
-        mon_host=args.mon_host, cluster=args.cluster,
-    )
+        mon_host=args.mon_host, cluster=args.cluster, keyfile=getattr(args, "keyfile", None),
+    ))
 
 
 def setup_logging(args: argparse.Namespace) -> None:

@@ -35,6 +35,7 @@ from ..rbd.features import FEATURE_NAMES, RBD_FEATURE_FAST_DIFF, RBD_FEATURE_LAY
 from ..rbd.object_map import ObjectMap
 from .common import (
     CliError,
+    CliParser,
     ImageSpec,
     Progress,
     TextTable,
@@ -1356,9 +1357,11 @@ def cmd_map(args) -> int:
 
     spec = _spec(args, SNAP_PERMITTED)
     req = map_request(spec, args.options or [], args.read_only, args.exclusive)
+    desc = req["options"].get("key")
+    source = f"kernel keyring key {desc!r}" if desc is not None else "the secret= map option"
     _resolve_key_option(req)
     # fail here, in the foreground, on a bad conf, key or ms_mode
-    cfg = _map_config(args, req["options"], req.get("auth_name"), req.get("secret"))
+    cfg = _map_config(args, req["options"], req.get("auth_name"), req.get("secret"), source)
     req["auth_name"] = str(cfg.name)
     if cfg.key:
         req["secret"] = cfg.key  # to the daemon on its private spec channel, never argv/env
@@ -1471,7 +1474,7 @@ def cmd_map_daemon(args) -> int:
     options = spec.get("options") or {}
 
     async def open_image():
-        cfg = _map_config(args, options, spec.get("auth_name"), spec.get("secret"))
+        cfg = _map_config(args, options, spec.get("auth_name"), spec.get("secret"), "the map request")
         r = AsyncRados(cfg)
         mt = options.get("mount_timeout")
         await r.connect(args.connect_timeout if mt is None else (float(mt) or None))
@@ -1509,19 +1512,23 @@ _CONFIG_OF_MAP_OPTION = {
 }
 
 
-def _map_config(args, options: dict[str, Any], auth_name: str | None = None, secret: str | None = None):
-    """The client config of a mapping: the CLI's conf/keyring/--id, then the map options
-    (docs/MAP-OPTIONS.md): ``name``/``secret`` (``auth_name``, ``secret``), ``mon_addr``
-    and the client settings of :data:`_CONFIG_OF_MAP_OPTION`.  Raises ConfigError for a
-    bad conf, key or ``ms_mode``."""
+def _map_config(args, options: dict[str, Any], auth_name: str | None = None, secret: str | None = None,
+                secret_source: str | None = None):
+    """The client config of a mapping: the CLI's conf/--keyfile/--keyring/--id, then the
+    map options (docs/MAP-OPTIONS.md): ``name``/``secret`` (``auth_name``, ``secret``;
+    ``secret_source`` says where it came from, for errors), ``mon_addr`` and the client
+    settings of :data:`_CONFIG_OF_MAP_OPTION`.  Raises ConfigError for a bad conf, key
+    (naming its source, never the key) or ``ms_mode``."""
+    from ..auth.keyring import check_config_key
     from ..config import ClientConfig
 
     mon_addr = options.get("mon_addr")
-    cfg = ClientConfig.load(
+    cfg = check_config_key(ClientConfig.load(
         conffile=args.conf, name=auth_name or args.name, client_id=args.client_id,
-        keyring=None if secret else args.keyring,
+        keyring=None if secret else args.keyring, keyfile=None if secret else getattr(args, "keyfile", None),
         mon_host=",".join(mon_addr) if mon_addr else args.mon_host, key=secret, cluster=args.cluster,
-    )
+        key_source=secret_source if secret else None,
+    ))
     for opt, key in _CONFIG_OF_MAP_OPTION.items():
         v = options.get(opt)
         if v is None or v is False:
@@ -1583,7 +1590,7 @@ def cmd_showmapped(args) -> int:
 # -- parser ------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="RBD images over pyceph's pure-Python Ceph client "
+    p = CliParser(prog=PROG, description="RBD images over pyceph's pure-Python Ceph client "
                                 "(the rbd command line).")
     add_client_options(p)
     p.add_argument("-p", "--pool", help="pool name (default rbd)")

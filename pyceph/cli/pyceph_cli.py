@@ -20,7 +20,7 @@ import json
 import sys
 
 from .. import errors
-from .common import add_client_options, client_parent, run_main, setup_logging, with_rados
+from .common import CliParser, add_client_options, client_parent, run_main, setup_logging, with_rados
 
 PROG = "pyceph"
 
@@ -180,7 +180,7 @@ def cmd_status(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from ..cluster.cli import register
 
-    p = argparse.ArgumentParser(prog=PROG, description="pyceph: cluster, placement and debugging tools.")
+    p = CliParser(prog=PROG, description="pyceph: cluster, placement and debugging tools.")
     add_client_options(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register(sub)

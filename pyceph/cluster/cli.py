@@ -130,7 +130,7 @@ def add_commands(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="cluster_command", metavar="COMMAND", required=True)
 
     def leaf(name: str, help: str, func) -> argparse.ArgumentParser:  # noqa: A002
-        p = sub.add_parser(name, help=help, description=help)
+        p = sub.add_parser(name, help=help, description=help, allow_abbrev=False)
         p.add_argument("--dir", default=str(default_cluster_dir()),
                        help="cluster directory (default: $PYCEPH_CLUSTER_DIR or ~/.pyceph/cluster)")
         p.set_defaults(func=lambda a: _run(func, a))
@@ -245,7 +245,7 @@ def _cmd_cable(args: argparse.Namespace) -> int:
 
 def _add_fault_commands(sub: argparse._SubParsersAction, leaf) -> None:
     dir_help = "cluster directory (default: $PYCEPH_CLUSTER_DIR or ~/.pyceph/cluster)"
-    p = sub.add_parser("proxy", help="run the fault proxy (cable pull) for the cluster's daemons",
+    p = sub.add_parser("proxy", allow_abbrev=False, help="run the fault proxy (cable pull) for the cluster's daemons",
                        description="Fault proxy: a TCP relay in front of every daemon; see `cable`.")
     psub = p.add_subparsers(dest="proxy_command", metavar="COMMAND", required=True)
     for name, help, func in (
@@ -254,7 +254,7 @@ def _add_fault_commands(sub: argparse._SubParsersAction, leaf) -> None:
         ("status", "show the routes, their states and counters", _cmd_proxy_status),
         ("refresh", "re-read the daemons' addresses now (osd/mgr dump)", _cmd_proxy_refresh),
     ):
-        q = psub.add_parser(name, help=help, description=help)
+        q = psub.add_parser(name, help=help, description=help, allow_abbrev=False)
         q.add_argument("--dir", default=str(default_cluster_dir()), help=dir_help)
         q.set_defaults(func=lambda a, f=func: _run(f, a))
         if name == "start":
@@ -284,7 +284,7 @@ def _run(func, args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``cluster`` command group to ``subparsers``; leaves set ``func(args) -> int``."""
-    p = subparsers.add_parser("cluster", help="start/stop/inspect a dev Ceph cluster",
+    p = subparsers.add_parser("cluster", allow_abbrev=False, help="start/stop/inspect a dev Ceph cluster",
                               description="Manage a throw-away Ceph cluster on 127.0.0.1.")
     add_commands(p)
     return p
@@ -292,7 +292,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Standalone entry point: ``python -m pyceph.cluster.cli start --dir X``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="pyceph cluster", description="Manage a throw-away Ceph cluster on 127.0.0.1.")
+    parser = argparse.ArgumentParser(prog="pyceph cluster", allow_abbrev=False, description="Manage a throw-away Ceph cluster on 127.0.0.1.")
     add_commands(parser)
     args = parser.parse_args(argv)
     return args.func(args)

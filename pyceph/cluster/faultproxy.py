@@ -943,10 +943,10 @@ def _reap(pid: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pyceph.cluster.faultproxy",
+    parser = argparse.ArgumentParser(prog="python -m pyceph.cluster.faultproxy", allow_abbrev=False,
                                      description="Fault proxy (cable pull) for a dev cluster.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("serve", help="run the proxy daemon for a cluster directory (foreground)")
+    p = sub.add_parser("serve", allow_abbrev=False, help="run the proxy daemon for a cluster directory (foreground)")
     p.add_argument("--dir", required=True, help="DevCluster directory")
     p.add_argument("--check-interval", type=float, default=1.0, help="seconds between daemon checks (default 1)")
     p.add_argument("--orphan-timeout", type=float, default=60.0,

@@ -512,7 +512,7 @@ def checker_main(argv: Sequence[str]) -> int:
     then stops the threads, verifies the whole region and writes ``DIR/result.json``
     (counts, errors, final verification, state) and ``DIR/io.json`` (the per-I/O log).
     """
-    p = argparse.ArgumentParser(prog="thrash _checker")
+    p = argparse.ArgumentParser(prog="thrash _checker", allow_abbrev=False)
     p.add_argument("--dev", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--offset", type=int, default=0)
@@ -1492,7 +1492,7 @@ def run_from_args(a: argparse.Namespace, command: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``thrash`` to a subparsers group (``pyceph cluster thrash``)."""
-    p = sub.add_parser("thrash", help="fault-inject a mapped device under verified I/O and report stalls",
+    p = sub.add_parser("thrash", allow_abbrev=False, help="fault-inject a mapped device under verified I/O and report stalls",
                        description="Start a 3-mon/3-OSD dev cluster, map an image through the fault proxy, run "
                                    "a verified writer/reader on it while killing daemons and pulling cables; "
                                    "report the longest I/O stall per fault kind and verify every acknowledged block.")
@@ -1506,7 +1506,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_checker"]:
         return checker_main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m pyceph.cluster.thrash", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pyceph.cluster.thrash", allow_abbrev=False, description=__doc__.split("\n\n")[0])
     add_arguments(p)
     a = p.parse_args(argv)
     return run_from_args(a, "python -m pyceph.cluster.thrash " + " ".join(map(shlex.quote, argv)))

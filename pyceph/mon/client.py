@@ -96,7 +96,8 @@ class MonClient(AuthHooksMixin):
         try:
             secret = CryptoKey.from_base64(config.key)
         except Error as e:
-            raise ConfigError(f"bad key for {config.name}: {e}") from e
+            raise ConfigError(f"bad key for {config.name} in {config.key_source or 'the configuration'}: "
+                              f"{e.message}") from None
         # msgr2 modes offered: ms_mon_client_mode to monitors, ms_client_mode to
         # OSDs/MGRs, krbd's ms_mode overriding both (ClientConfig.msgr_modes).
         self.auth = CephxClient(
