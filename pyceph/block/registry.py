@@ -9,7 +9,7 @@ Layout (run dir = ``$PYCEPH_RUN_DIR`` or ``/run/pyceph``)::
     log/                 one log file per daemon (its stdout/stderr)
 
 Trust: the run dir and its subdirectories are used only if owned by us (euid) with
-mode 0700 and no symlink, and every ancestor is owned by root or us and not
+mode 0700 (one of ours writable by nobody else is made 0700) and no symlink, and every ancestor is owned by root or us and not
 writable by others (unless sticky, like /tmp); otherwise :class:`UntrustedRunDir`.
 A record is used only if it is a regular file owned by us, its id is a number
 matching its file name, and its paths lie inside the run dir; a recorded pid is
@@ -59,6 +59,11 @@ def _check_dir(path: str, st: os.stat_result, own: bool) -> None:
     if not stat.S_ISDIR(st.st_mode):
         raise UntrustedRunDir(f"run dir {path} is not a directory (or is a symlink); refusing to use it")
     if own:
+        if st.st_uid == euid and st.st_mode & 0o077 and not st.st_mode & 0o022:
+            # ours and writable by nobody else (an older pyceph made run dirs 0755):
+            # nothing in it can have been planted by others, so make it private
+            os.chmod(path, 0o700)
+            st = os.lstat(path)
         if st.st_uid != euid or st.st_mode & 0o077:
             raise UntrustedRunDir(f"run dir {path} must be owned by uid {euid} with mode 0700 "
                                   f"(it is uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}); refusing to use it")

@@ -839,7 +839,10 @@ def test_run_dir_modes(tmp_path, monkeypatch):
     monkeypatch.setenv(registry.RUN_DIR_ENV, str(d))
     assert registry.subdir("mappings") == str(d / "mappings")
     assert os.stat(d).st_mode & 0o777 == 0o700
-    os.chmod(d, 0o755)
+    os.chmod(d, 0o755)  # ours, writable by nobody else (an older pyceph's): made private
+    registry.subdir("mappings")
+    assert os.stat(d).st_mode & 0o777 == 0o700
+    os.chmod(d, 0o775)  # writable by the group: others may have planted files
     with pytest.raises(registry.UntrustedRunDir, match="mode 0700"):
         registry.subdir("mappings")
     os.chmod(d, 0o700)
