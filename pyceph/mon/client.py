@@ -450,6 +450,7 @@ class MonClient(AuthHooksMixin):
         finally:
             self._v1_auth = None
         con.set_global_id(self.auth.global_id)
+        con.set_authenticated()  # lifts msgr1's pre-authentication message bound
 
     def _handle_v1_auth_reply(self, con: Connection, fut: asyncio.Future, r: MAuthReply) -> None:
         """One MAuthReply of :meth:`_authenticate_v1`: answer the challenge, or take the
