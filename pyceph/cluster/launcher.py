@@ -1040,6 +1040,11 @@ class DevCluster:
         def mkfs_mon(m: dict) -> None:
             self._run(["ceph-mon", "-c", conf, "--mkfs", "-i", m["id"], "--monmap", str(monmap),
                        "--keyring", str(mon_keyring)], 60)
+            # RocksDB makes store.db 0755 whatever the umask; its parent DIR/mon.ID was
+            # created 0700 under our umask, so this only tidies, it closes no window.
+            for sub in (self.dir / f"mon.{m['id']}").rglob("*"):
+                if sub.is_dir() and not sub.is_symlink() and sub.stat().st_mode & 0o077:
+                    sub.chmod(0o700)
 
         with ThreadPoolExecutor(max(st["osds"], len(st["mons"]))) as pool:
             list(pool.map(mkfs_mon, st["mons"]))
