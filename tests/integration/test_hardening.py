@@ -125,7 +125,8 @@ def test_nobody_cannot_use_the_admin_key(open_cluster):
         r = as_nobody(ceph)
     else:
         r = subprocess.run(c.release.argv([*NOBODY, *map(str, ceph)], dir=c.dir, cwd="/tmp"), capture_output=True,
-                           text=True, timeout=120, stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})
+                           text=True, timeout=120, stdin=subprocess.DEVNULL,
+                           env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
     assert r.returncode != 0, r.stdout
     assert "Permission denied" in r.stderr or "keyring" in r.stderr, r.stderr
     assert open_cluster.admin_key not in r.stdout + r.stderr
