@@ -149,3 +149,106 @@ def test_write_private_has_no_window(tmp_path):
     assert (tmp_path / "k").stat().st_mode & 0o777 == 0o600
     with pytest.raises(FileExistsError):
         launcher._write_private(tmp_path / "k", "other")
+
+
+# -- each case of the issue: one line and a non-zero exit, against rbd on the same cluster --
+
+PRBD = [sys.executable, "-m", "pyceph.cli.prbd"]
+
+
+def _cli(argv, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], capture_output=True, timeout=300, stdin=subprocess.DEVNULL, **kw)
+
+
+def prbd_run(c, *args, **kw) -> subprocess.CompletedProcess:
+    return _cli([*PRBD, "-c", c.conf_path, *args], **kw)
+
+
+def rbd_run(c, *args) -> subprocess.CompletedProcess:
+    return _cli(c.tool_argv("rbd", "-c", str(c.conf_path), *map(str, args)), env=c.tool_env())
+
+
+def one_line(r: subprocess.CompletedProcess) -> str:
+    lines = [x for x in r.stderr.decode(errors="replace").splitlines() if x.strip()]
+    assert b"Traceback" not in r.stderr and len(lines) == 1, lines
+    return lines[0]
+
+
+def rbd_error_line(r: subprocess.CompletedProcess) -> str:
+    """rbd's last stderr line (librbd may log lines of its own before it)."""
+    return [x for x in r.stderr.decode(errors="replace").splitlines() if x.startswith("rbd: ")][-1]
+
+
+@pytest.fixture(scope="module")
+def small_image(open_cluster):
+    name = "hard-img"
+    assert prbd_run(open_cluster, "create", "--size", "64M", name).returncode == 0
+    return name
+
+
+@pytest.mark.parametrize("argv", [
+    ["create", "--size", "99999999999T", "hard-huge"],
+    ["bench", "--io-type", "write", "--io-size", "0", "hard-img"],
+    ["bench", "--io-type", "write", "--io-threads", "0", "hard-img"],
+    ["bench", "--io-type", "write", "--io-size", "-1", "hard-img"],
+    ["create", "--size", "-1", "hard-neg"],
+    ["export", "--no-progress", "hard-img", "/nonexistent/dir/file"],
+    ["import", "--no-progress", "/nonexistent/file", "hard-imported"],
+])
+def test_cli_errors_match_rbd(open_cluster, small_image, argv):
+    ours = prbd_run(open_cluster, *argv)
+    theirs = rbd_run(open_cluster, *argv)
+    line = one_line(ours)
+    assert ours.returncode == theirs.returncode != 0, (line, rbd_error_line(theirs))
+    assert line.split(":", 1)[1].split(" [")[0] == rbd_error_line(theirs).split(":", 1)[1] or \
+        argv[0] == "import", (line, rbd_error_line(theirs))  # rbd's import prints two lines
+
+
+def test_cli_errors_without_a_traceback(open_cluster, small_image):
+    c = open_cluster
+    for argv, rc in (
+        (["resize", "--no-progress", "--size", "8E", small_image], 22),  # object map cannot hold 2^41 objects
+        (["create", "--size", "1M", "--stripe-unit", "4K", "--stripe-count", "99999999999999999999", "hard-s"], 22),
+        (["create", "--size", "1M", "/hard-nopool"], 22),
+        (["bench", "--io-type", "write", "--io-threads", "99999999999999999999", small_image], 22),
+    ):
+        r = prbd_run(c, *argv)
+        one_line(r)
+        assert r.returncode == rc, (argv, r.stderr)
+    info = json.loads(rbd_run(c, "info", "--format", "json", small_image).stdout)
+    assert info["size"] == 64 << 20  # the refused resize changed nothing
+
+
+def test_map_of_a_300_character_image_name(open_cluster, tmp_path):
+    """A legitimate image name longer than a file name may be: mapped, written, read back
+    by librbd, unmapped."""
+    if not os.path.exists("/dev/fuse"):
+        pytest.fail("prbd map needs /dev/fuse", pytrace=False)
+    c = open_cluster
+    name = "n" * 300
+    assert prbd_run(c, "create", "--size", "8M", name).returncode == 0
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    env = {**os.environ, "PYCEPH_RUN_DIR": str(run_dir)}
+    r = prbd_run(c, "map", name, env=env)
+    assert r.returncode == 0, r.stderr
+    dev = r.stdout.decode().strip()
+    try:
+        data = os.urandom(1 << 20)
+        fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
+        try:
+            import mmap
+
+            buf = mmap.mmap(-1, len(data))
+            buf.write(data)
+            os.pwrite(fd, buf, 0)
+        finally:
+            os.close(fd)
+        shown = prbd_run(c, "showmapped", "--format", "json", env=env)
+        assert name in shown.stdout.decode()
+    finally:
+        u = prbd_run(c, "unmap", dev, env=env)
+        assert u.returncode == 0, u.stderr
+    exported = tmp_path / "exp"
+    assert rbd_run(c, "export", "--no-progress", name, str(exported)).returncode == 0
+    assert exported.read_bytes()[: 1 << 20] == data
