@@ -1141,7 +1141,10 @@ class DevCluster:
             return None
         shim = self.dir / "mgr-pyshim"
         shim.mkdir(mode=0o700, exist_ok=True)
-        (shim / "bcrypt.py").write_text(
+        if (shim / "bcrypt.py").exists():  # a restarted mgr
+            return shim
+        _write_private(
+            shim / "bcrypt.py",
             '"""pyceph dev cluster: stand-in for bcrypt, a PyO3 module the mgr\'s subinterpreters cannot load."""\n\n\n'
             "def __getattr__(name):\n"
             '    raise ImportError(f"bcrypt.{name}: bcrypt cannot load in ceph-mgr subinterpreters (PyO3)")\n'
