@@ -450,7 +450,6 @@ class MonClient(AuthHooksMixin):
         finally:
             self._v1_auth = None
         con.set_global_id(self.auth.global_id)
-        con.set_authenticated()  # lifts msgr1's pre-authentication message bound
 
     def _handle_v1_auth_reply(self, con: Connection, fut: asyncio.Future, r: MAuthReply) -> None:
         """One MAuthReply of :meth:`_authenticate_v1`: answer the challenge, or take the
@@ -471,6 +470,7 @@ class MonClient(AuthHooksMixin):
                                monmap_epoch=self.monmap.epoch if self.monmap else 0).to_message(con.features))
                 return
             self.auth.handle_auth_done(con, r.global_id, CON_MODE_CRC, r.result_bl)
+            con.set_authenticated()  # lifts msgr1's pre-authentication message bound
         except Exception as e:
             if not fut.done():
                 fut.set_exception(e)
