@@ -220,3 +220,28 @@ def test_msgr1_huge_authorizer_reply_refused_before_buffering():
     struct.pack_into("<I", reply, v1.CONNECT_REPLY.size - 5, 200 * MB)  # authorizer_len
     assert refused(p.receive_data, bytes(reply) + BODY, "authorizer reply of") < ALLOC_LIMIT
     assert p.state is v1.State.CLOSED
+
+
+def test_real_handshakes_fit_the_bound_with_room():
+    """The bound's justification, on captured sessions (Pacific crc, secure): the largest
+    pre-auth frame a real monitor or OSD sent (AUTH_DONE with its tickets) is under 1 KiB,
+    far below MAX_PREAUTH_LEN."""
+    from pathlib import Path
+
+    from tests.shared_data import VECTORS
+
+    dirs = [VECTORS / "msgr2-capture" / "streams", Path(__file__).resolve().parents[1] / "data" /
+            "msgr2-secure-capture" / "streams"]
+    largest, seen = 0, 0
+    for d in dirs:
+        for p in sorted(d.glob("*.s2c")):
+            data = p.read_bytes()
+            reader = fr.FrameReader(handshake=True)
+            reader.push(data[fr.parse_banner(data)[2]:])
+            while (f := reader.next_frame()) is not None:
+                largest = max(largest, len(f.segments[0]))
+                if f.tag == fr.TAG_AUTH_DONE:
+                    seen += 1
+                    break
+    assert seen >= 10
+    assert largest < fr.MAX_PREAUTH_LEN // 16, largest
