@@ -6,7 +6,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import select
 import signal
 import socket
@@ -18,7 +17,7 @@ from typing import Any
 from .. import errors
 from . import ctlproto, loopdev, registry
 from .ctlproto import ControlError
-from .daemon import LOG_ENV, READY_FD_ENV, SPEC_ENV, SPEC_FD_ENV, spec_label
+from .daemon import LOG_ENV, READY_FD_ENV, SPEC_ENV, SPEC_FD_ENV, spec_file_label, spec_label
 
 
 class NotMapped(errors.ImageNotFound):
@@ -123,8 +122,7 @@ def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.
     """
     spec = _normalize_spec(spec)
     label = spec_label(spec)
-    safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", label.replace("/", "."))
-    fd, log_path = tempfile.mkstemp(prefix=f"{safe}.{time.strftime('%Y%m%d-%H%M%S')}.", suffix=".log",
+    fd, log_path = tempfile.mkstemp(prefix=f"{spec_file_label(spec)}.{time.strftime('%Y%m%d-%H%M%S')}.", suffix=".log",
                                     dir=registry.subdir("log"))
     os.close(fd)
     spec_fd = _spec_pipe(spec)

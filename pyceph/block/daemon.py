@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -75,6 +76,19 @@ def spec_label(spec: dict[str, Any]) -> str:
     if snap != "-":
         s += f"@{snap}"
     return s
+
+
+def spec_file_label(spec: dict[str, Any]) -> str:
+    """:func:`spec_label` as a file-name stem (log file, mountpoint): ``/`` -> ``.``, other
+    odd characters -> ``_``; over 100 characters it is cut and ends in ``~`` and 16 hex
+    digits of its SHA-256, since an image name may be longer than a file name can be
+    (NAME_MAX 255; callers append a time stamp or pid)."""
+    label = spec_label(spec)
+    safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", label.replace("/", "."))
+    if len(safe) > 100:
+        digest = hashlib.sha256(label.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        safe = f"{safe[:83]}~{digest}"
+    return safe
 
 
 def spec_from_env() -> dict[str, Any]:
@@ -294,8 +308,7 @@ class _Daemon:
         ro = bool(self.spec.get("read_only") or self.image.read_only)
         self.read_only = ro
         label = spec_label(self.spec)
-        safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", label.replace("/", "."))
-        self.mountpoint = os.path.join(registry.subdir("mnt"), f"{safe}.{os.getpid()}")
+        self.mountpoint = os.path.join(registry.subdir("mnt"), f"{spec_file_label(self.spec)}.{os.getpid()}")
         with open(self.mountpoint, "w"):
             pass
         self.ops = ImageFile(self.image, read_only=ro, direct_io=self.fuse_dio, discard=self.trim)

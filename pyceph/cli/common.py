@@ -85,7 +85,8 @@ def parse_image_spec(spec: str | None, pool: str | None = None, namespace: str |
             pool, image = parts
         elif len(parts) == 3:
             pool, namespace, image = parts
-        else:
+        if len(parts) > 3 or (len(parts) > 1 and not pool) or (len(parts) == 3 and not namespace):
+            # rbd's spec regex wants every component it separates non-empty
             raise errors.InvalidArgumentError(f"invalid image spec: {spec!r}")
     if not image:
         raise errors.InvalidArgumentError("image name was not specified")

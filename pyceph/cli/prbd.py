@@ -118,6 +118,22 @@ def parse_feature_list(items: list[str], option: str = "features") -> int:
     return f
 
 
+# More ops in flight than librados' objecter_inflight_ops (1024) would only queue.
+MAX_BENCH_THREADS = 4096
+
+
+def _size_opt(value: str, option: str, default_unit: str = "M") -> int:
+    """A size option as rbd reads it (a uint64 of bytes): text that is no size, negative
+    or beyond 64 bits is rbd's ``the argument for option '--size' is invalid`` (exit 1)."""
+    try:
+        n = parse_size(value, default_unit)
+    except errors.InvalidArgumentError:
+        n = -1
+    if not 0 <= n < 1 << 64:
+        raise CliError(f"the argument for option '{option}' is invalid", errno=1)
+    return n
+
+
 def _order(args) -> int | None:
     if getattr(args, "order", None) is not None:
         return args.order
@@ -321,7 +337,7 @@ def cmd_create(args) -> int:
     spec = _spec(args, SNAP_NONE)
     if not args.size:
         raise CliError("must specify --size <M/G/T>", errno=errno.EINVAL)
-    size = parse_size(args.size)
+    size = _size_opt(args.size, "--size")
     features = _features(args)
     order = _order(args)
     su = parse_size(args.stripe_unit, "B") if args.stripe_unit else None
@@ -528,7 +544,7 @@ def cmd_resize(args) -> int:
     spec = _spec(args, SNAP_NONE)
     if not args.size:
         raise CliError("must specify --size <M/G/T>", errno=errno.EINVAL)
-    size = parse_size(args.size)
+    size = _size_opt(args.size, "--size")
     prog = Progress("Resizing image", not args.no_progress)
 
     async def go(img):
@@ -1124,7 +1140,10 @@ def cmd_export(args) -> int:
             return
         if os.path.exists(path) and not args.force:
             raise CliError("export error", errors.ObjectExists(f"{path}: file exists; pass --force to overwrite it"))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as e:
+            raise CliError("export error", e) from None
         try:
             os.ftruncate(fd, size)
 
@@ -1183,7 +1202,10 @@ def cmd_import(args) -> int:
             size = len(data)
             src = None
         else:
-            src = os.open(path, os.O_RDONLY)
+            try:
+                src = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise CliError(f"error opening {path}", e) from None
             size = os.fstat(src).st_size
         order = _order(args)
         await AsyncRBD().create(io, spec.image, size, order=order, features=features)
@@ -1271,8 +1293,14 @@ async def run_bench(img: AsyncImage, io_type: str, io_size: int, threads: int, t
 
 def cmd_bench(args) -> int:
     spec = _spec(args, SNAP_NONE)
-    io_size = parse_size(args.io_size, "B")
-    total = parse_size(args.io_total, "B")
+    io_size = _size_opt(args.io_size, "--io-size", "B")
+    total = _size_opt(args.io_total, "--io-total", "B")
+    if io_size == 0:  # rbd's Bench.cc checks, same words and EINVAL
+        raise CliError("--io-size should be greater than zero.", errno=errno.EINVAL)
+    if args.io_threads <= 0:
+        raise CliError("--io-threads should be greater than zero.", errno=errno.EINVAL)
+    if args.io_threads > MAX_BENCH_THREADS:  # one task each: an absurd count would exhaust memory
+        raise CliError(f"--io-threads should be at most {MAX_BENCH_THREADS}.", errno=errno.EINVAL)
 
     async def go(img):
         return await run_bench(img, args.io_type, io_size, args.io_threads, total, args.io_pattern)

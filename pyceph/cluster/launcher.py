@@ -11,6 +11,12 @@ monitors.  Everything lives in one directory::
     DIR/log/           daemon logs (NAME.log) and their early stdout/stderr (NAME.out)
     DIR/run/           pid files (NAME.pid) and admin sockets (NAME.asok)
 
+Only ceph.conf, cluster.json and monmap are readable by other users: every key file is
+created 0600 (``os.open(..., O_EXCL, 0o600)``, never written and then chmod'ed), every
+directory 0700, and every Ceph process (``ceph-mon --mkfs`` writing the mon store, the
+daemons writing logs, admin sockets and OSD data, ``ceph ... -o FILE``) runs under
+umask 077 (:data:`DAEMON_UMASK`), so nothing it creates is ever readable by others.
+
 Ports come from a block of 128 free ports below the kernel's ephemeral range, so that
 several clusters (and Ceph's default ports) never collide.  The ``ceph()``/``rbd()``
 helpers shell out to Ceph's own CLI tools; they are meant for tests and the fault
@@ -75,6 +81,9 @@ _PATH_OPTIONS = ("osd_class_dir", "erasure_code_dir", "plugin_dir", "mgr_module_
 # Environment variables that would make the CLI tools talk to some other cluster or
 # load another interpreter's modules.
 _ENV_DROP = ("CEPH_CONF", "CEPH_ARGS", "CEPH_KEYRING", "PYTHONPATH", "PYTHONHOME")
+# Every Ceph process the launcher runs creates its files (keyrings, mon store, logs,
+# sockets) private to root from the start.
+DAEMON_UMASK = 0o077
 
 
 class ClusterError(errors.OSError):
@@ -272,7 +281,7 @@ class CephRelease:
     def run(self, argv: list[str], timeout: float = 60.0) -> str:
         """Run a tool of this release (no cluster involved); stdout.  Raises :class:`CommandFailed`."""
         r = subprocess.run(self.argv(argv), capture_output=True, text=True, timeout=timeout, env=_clean_env(),
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, umask=DAEMON_UMASK)
         if r.returncode != 0:
             raise CommandFailed(argv, r.returncode, r.stdout, r.stderr)
         return r.stdout
@@ -338,6 +347,13 @@ def _keyring_entry(entity: str, key: str, caps: dict[str, str] | None = None) ->
     for svc, cap in (caps or {}).items():
         lines.append(f'\tcaps {svc} = "{cap}"')
     return "\n".join(lines) + "\n"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` (must not exist) mode 0600 and write ``text``: no moment readable by others."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 def _clean_env() -> dict[str, str]:
@@ -650,7 +666,7 @@ class DevCluster:
         try:
             r = subprocess.run(
                 self.tool_argv(*argv), capture_output=True, text=True, timeout=timeout, env=_clean_env(), input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
+                stdin=None if input is not None else subprocess.DEVNULL, umask=DAEMON_UMASK,
             )
         except subprocess.TimeoutExpired as e:
             raise ClusterStartTimeout(f"{' '.join(argv[:6])}... timed out after {timeout}s") from e
@@ -861,8 +877,9 @@ class DevCluster:
                 else:
                     child.unlink()
         self.dir.mkdir(parents=True, exist_ok=True)
+        # Logs may hold secrets (debug auth), run/ holds admin sockets: private from creation.
         for d in (self.log_dir, self.run_dir, self.dir / "crash"):
-            d.mkdir()
+            d.mkdir(mode=0o700)
 
     def _write_state(self, st: dict) -> None:
         tmp = self._state_path.with_suffix(".tmp")
@@ -992,15 +1009,15 @@ class DevCluster:
         keys = rel.gen_keys(st["osds"] + 3)
         admin = keys[0] if client_type == service_type else rel.gen_keys(1, client_type)[0]
         mon_key, mgr_key, osd_keys = keys[1], keys[2], keys[3:]
-        self.keyring_path.write_text(
-            _keyring_entry("client.admin", admin, {"mds": "allow *", "mon": "allow *", "osd": "allow *", "mgr": "allow *"})
-        )
-        os.chmod(self.keyring_path, 0o600)
+        admin_entry = _keyring_entry(
+            "client.admin", admin, {"mds": "allow *", "mon": "allow *", "osd": "allow *", "mgr": "allow *"})
+        _write_private(self.keyring_path, admin_entry)
         # Pre-register mgr and OSD keys in the initial mon store: saves one CLI round trip each.
         mon_keyring = self.dir / "mon.keyring"
-        mon_keyring.write_text(
+        _write_private(
+            mon_keyring,
             _keyring_entry("mon.", mon_key, {"mon": "allow *"})
-            + self.keyring_path.read_text()
+            + admin_entry
             + _keyring_entry(f"mgr.{MGR_ID}", mgr_key, {"mon": "allow profile mgr", "osd": "allow *", "mds": "allow *"})
             + "".join(
                 _keyring_entry(f"osd.{i}", k, {"mon": "allow profile osd", "mgr": "allow profile osd", "osd": "allow *"})
@@ -1023,6 +1040,11 @@ class DevCluster:
         def mkfs_mon(m: dict) -> None:
             self._run(["ceph-mon", "-c", conf, "--mkfs", "-i", m["id"], "--monmap", str(monmap),
                        "--keyring", str(mon_keyring)], 60)
+            # RocksDB makes store.db 0755 whatever the umask; its parent DIR/mon.ID was
+            # created 0700 under our umask, so this only tidies, it closes no window.
+            for sub in (self.dir / f"mon.{m['id']}").rglob("*"):
+                if sub.is_dir() and not sub.is_symlink() and sub.stat().st_mode & 0o077:
+                    sub.chmod(0o700)
 
         with ThreadPoolExecutor(max(st["osds"], len(st["mons"]))) as pool:
             list(pool.map(mkfs_mon, st["mons"]))
@@ -1034,14 +1056,14 @@ class DevCluster:
             self.ceph(json=False, input=cmds, timeout=60)
 
             mgr_dir = self.dir / f"mgr.{MGR_ID}"
-            mgr_dir.mkdir()
-            (mgr_dir / "keyring").write_text(_keyring_entry(f"mgr.{MGR_ID}", mgr_key))
+            mgr_dir.mkdir(mode=0o700)
+            _write_private(mgr_dir / "keyring", _keyring_entry(f"mgr.{MGR_ID}", mgr_key))
             self.start_daemon(f"mgr.{MGR_ID}")
 
             def mkfs_and_start_osd(i: int) -> None:
                 odir = self.dir / f"osd.{i}"
-                odir.mkdir()
-                (odir / "keyring").write_text(_keyring_entry(f"osd.{i}", osd_keys[i]))
+                odir.mkdir(mode=0o700)
+                _write_private(odir / "keyring", _keyring_entry(f"osd.{i}", osd_keys[i]))
                 self._run(["ceph-osd", "-c", conf, "--mkfs", "-i", str(i), "--osd-uuid", st["osd_uuids"][i]], 120)
                 self.start_daemon(f"osd.{i}")
 
@@ -1072,11 +1094,11 @@ class DevCluster:
         env = _clean_env()
         if kind == "mgr" and (shim := self._mgr_bcrypt_shim()):
             env["PYCEPH_ROOT_PYTHONPATH"] = str(shim)
-        with open(out, "ab") as f:
+        with open(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600), "ab") as f:
             # The parent exits once the forked daemon has initialised (or failed to).
             p = subprocess.Popen(
                 self.tool_argv(*argv), stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
+                env=env, start_new_session=True, umask=DAEMON_UMASK,
             )
         try:
             rc = p.wait(timeout=120)
@@ -1118,8 +1140,11 @@ class DevCluster:
         if not re.search(r"^import bcrypt$", util, re.M):
             return None
         shim = self.dir / "mgr-pyshim"
-        shim.mkdir(exist_ok=True)
-        (shim / "bcrypt.py").write_text(
+        shim.mkdir(mode=0o700, exist_ok=True)
+        if (shim / "bcrypt.py").exists():  # a restarted mgr
+            return shim
+        _write_private(
+            shim / "bcrypt.py",
             '"""pyceph dev cluster: stand-in for bcrypt, a PyO3 module the mgr\'s subinterpreters cannot load."""\n\n\n'
             "def __getattr__(name):\n"
             '    raise ImportError(f"bcrypt.{name}: bcrypt cannot load in ceph-mgr subinterpreters (PyO3)")\n'

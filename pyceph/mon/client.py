@@ -471,6 +471,7 @@ class MonClient(AuthHooksMixin):
                                monmap_epoch=self.monmap.epoch if self.monmap else 0).to_message(con.features))
                 return
             self.auth.handle_auth_done(con, r.global_id, CON_MODE_CRC, r.result_bl)
+            con.set_authenticated()  # lifts msgr1's pre-authentication message bound
         except Exception as e:
             if not fut.done():
                 fut.set_exception(e)

@@ -384,6 +384,11 @@ class Connection:
         """Our global_id once the monitor assigned it (msgr1 message headers carry it)."""
         self.protocol.global_id = global_id
 
+    def set_authenticated(self) -> None:
+        """The monitor authenticated us over MAuth (msgr1): until this call a message
+        from it may be at most ``frames.MAX_PREAUTH_LEN`` bytes.  No-op for msgr2."""
+        self.protocol.set_authenticated()
+
     @property
     def peer_global_id(self) -> int:
         return self.protocol.peer_global_id

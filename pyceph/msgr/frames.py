@@ -110,8 +110,23 @@ ALIGN_PAGE = 4096
 CONTROL_ALIGNS = (ALIGN_DEFAULT, 0, 0, 0)
 MESSAGE_ALIGNS = (ALIGN_DEFAULT, ALIGN_DEFAULT, ALIGN_DEFAULT, ALIGN_PAGE)
 
-DEFAULT_MAX_SEGMENT_LEN = 64 << 20  # bytes
-DEFAULT_MAX_CONTROL_LEN = 16 << 20  # bytes; control payloads are small in practice
+# Ceph's bounds on one message's parts, in bytes (include/linux/ceph/libceph.h
+# CEPH_MSG_MAX_*_LEN; the kernel's decode_preamble() and msgr1 read_partial_message()).
+MSG_MAX_CONTROL_LEN = 16 << 20
+MSG_MAX_FRONT_LEN = 16 << 20
+MSG_MAX_MIDDLE_LEN = 16 << 20
+MSG_MAX_DATA_LEN = 64 << 20
+DEFAULT_MAX_SEGMENT_LEN = MSG_MAX_DATA_LEN
+DEFAULT_MAX_CONTROL_LEN = MSG_MAX_CONTROL_LEN
+# Bound on one frame (msgr2) or message (msgr1) from a peer that has not authenticated,
+# in bytes.  The largest the handshake needs is the cephx reply carrying the tickets
+# (AUTH_DONE / MAuthReply): the kernel receives it into a 4 KiB buffer
+# (net/ceph/mon_client.c m_auth_reply); 64 KiB leaves room for every service ticket
+# with AES256KRB5 keys, and an unauthenticated peer cannot make us buffer more.
+MAX_PREAUTH_LEN = 64 << 10
+# Bound on everything received before AUTH_DONE (kept for the AUTH_SIGNATURE HMAC): a
+# handshake is banner, HELLO, a few AUTH_BAD_METHOD/AUTH_REPLY_MORE round trips, AUTH_DONE.
+MAX_PREAUTH_TOTAL = 4 * MAX_PREAUTH_LEN
 
 # secure mode (frames_v2.h FRAME_PREAMBLE_INLINE_SIZE; kernel CEPH_PREAMBLE_SECURE_LEN,
 # CEPH_EPILOGUE_SECURE_LEN)
@@ -124,6 +139,8 @@ _ZEROS = bytes(PREAMBLE_INLINE_LEN)
 # Tails up to this size are joined and sealed in one call (faster than streaming).
 _SECURE_JOIN_MAX = 64 << 10
 
+_SEGMENT_NAMES = ("front", "middle", "data")
+_SEGMENT_LIMITS = (MSG_MAX_FRONT_LEN, MSG_MAX_MIDDLE_LEN, MSG_MAX_DATA_LEN)
 _PREAMBLE = struct.Struct("<BB" + "IH" * 4 + "2x")  # 28 bytes, crc follows
 _U32 = struct.Struct("<I")
 _EPILOGUE = struct.Struct("<BIII")
@@ -342,9 +359,16 @@ class FrameReader:
     segment is assembled with one copy when its frame is complete, so a 4 MiB data
     segment costs one join however many reads it arrived in.
 
-    Bounds: ``max_segment_len`` bytes for segments 1..3, ``max_control_len`` for segment
-    0.  Raises :class:`ProtocolError` on a bad preamble CRC, segment CRC, segment count,
-    over-long segment or aborted frame; the reader is unusable afterwards.
+    Bounds, checked on the preamble before any byte of the body is awaited: segment 0 at
+    most ``max_control_len`` bytes, segments 1..3 at most Ceph's front/middle/data
+    limits (``MSG_MAX_*_LEN``) and ``max_segment_len``; a control frame (any tag but
+    MESSAGE) has exactly one segment (Ceph's ControlFrame, the kernel reads no other).
+    While ``handshake`` is true (the session is not established; the protocol clears it
+    when READY) MESSAGE frames are refused and a control segment may be at most
+    :data:`MAX_PREAUTH_LEN` bytes.  So the reader never holds more than one bounded
+    frame beyond what was pushed.  Raises :class:`ProtocolError` on a bad preamble CRC,
+    segment CRC, segment count, over-long segment or aborted frame; the reader is
+    unusable afterwards.
     """
 
     def __init__(
@@ -352,10 +376,13 @@ class FrameReader:
         max_segment_len: int = DEFAULT_MAX_SEGMENT_LEN,
         max_control_len: int = DEFAULT_MAX_CONTROL_LEN,
         keep_raw: bool = False,
+        *,
+        handshake: bool = False,
     ) -> None:
         self.max_segment_len = max_segment_len
         self.max_control_len = max_control_len
         self.keep_raw = keep_raw
+        self.handshake = handshake
         self._chunks: deque[bytes] = deque()
         self._off = 0  # consumed bytes of _chunks[0]
         self._avail = 0  # unconsumed bytes in _chunks
@@ -454,13 +481,23 @@ class FrameReader:
             raise ProtocolError(f"frame has {nseg} segments but lengths {lens}")
         if nseg > 1 and not lens[nseg - 1]:
             raise ProtocolError(f"last of {nseg} segments is empty")
-        if lens[0] > self.max_control_len:
-            raise ProtocolError(f"control segment of {lens[0]} bytes exceeds {self.max_control_len}")
-        for n in lens[1:]:
-            if n > self.max_segment_len:
-                raise ProtocolError(f"segment of {n} bytes exceeds {self.max_segment_len}")
         if tag == 0:
             raise ProtocolError("frame tag 0")
+        name = TAG_NAMES.get(tag, str(tag))
+        if tag != TAG_MESSAGE and nseg != 1:
+            raise ProtocolError(f"{name} frame with {nseg} segments (a control frame has one)")
+        if self.handshake:
+            if tag == TAG_MESSAGE:
+                raise ProtocolError("MESSAGE frame before the session is established")
+            if lens[0] > MAX_PREAUTH_LEN:
+                raise ProtocolError(f"{name} frame of {lens[0]} bytes during the handshake "
+                                    f"(limit {MAX_PREAUTH_LEN} before authentication)")
+        if lens[0] > self.max_control_len:
+            raise ProtocolError(f"control segment of {lens[0]} bytes exceeds {self.max_control_len}")
+        for what, n, limit in zip(_SEGMENT_NAMES, lens[1:], _SEGMENT_LIMITS):
+            limit = min(limit, self.max_segment_len)
+            if n > limit:
+                raise ProtocolError(f"{what} segment of {n} bytes exceeds {limit}")
         return _Desc(tag, nseg, lens, aligns)
 
     def _decode_body(self, desc: _Desc) -> Frame:
@@ -503,8 +540,10 @@ class SecureFrameReader(FrameReader):
         crypto: OnWireCrypto,
         max_segment_len: int = DEFAULT_MAX_SEGMENT_LEN,
         max_control_len: int = DEFAULT_MAX_CONTROL_LEN,
+        *,
+        handshake: bool = False,
     ) -> None:
-        super().__init__(max_segment_len, max_control_len)
+        super().__init__(max_segment_len, max_control_len, handshake=handshake)
         self.crypto = crypto
         self._inline = b""
 
@@ -514,7 +553,7 @@ class SecureFrameReader(FrameReader):
         after the frame that switched modes.  ``reader`` must be between frames."""
         if reader._desc is not None or reader._failed is not None:
             raise ProtocolError("mode switch in the middle of a frame")
-        new = cls(crypto, reader.max_segment_len, reader.max_control_len)
+        new = cls(crypto, reader.max_segment_len, reader.max_control_len, handshake=reader.handshake)
         new._chunks, new._off, new._avail = reader._chunks, reader._off, reader._avail
         reader._chunks, reader._off, reader._avail = deque(), 0, 0
         return new

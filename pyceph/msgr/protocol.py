@@ -227,6 +227,11 @@ class ClientCore:
     def negotiated_features(self) -> int:
         return self.features & self.peer_features
 
+    def set_authenticated(self) -> None:
+        """The upper layer authenticated the peer outside the messenger (msgr1 monitors:
+        MAuth), lifting the pre-authentication bounds.  msgr2 authenticates in its own
+        handshake: nothing to do."""
+
     # -- output ------------------------------------------------------------------------
     def data_to_send_parts(self) -> list[Any]:
         """Pending output as a list of buffers (for ``writelines``); clears the queue."""
@@ -330,13 +335,15 @@ class ClientProtocol(ClientCore):
         self.msgr2_required = msgr2_required
 
         self.state = State.BANNER
-        self._reader = fr.FrameReader(max_segment_len=max_segment_len, keep_raw=True)
+        # Handshake bounds until READY (fr.MAX_PREAUTH_LEN per frame, no MESSAGE frames).
+        self._reader = fr.FrameReader(max_segment_len=max_segment_len, keep_raw=True, handshake=True)
         self._banner_buf = bytearray()
         self._banner_done = False
         self._out: list[bytes | memoryview] = []
         self._pending: deque[Message] = deque()  # queued before READY, no seq yet
         self._sent_sign: list[bytes] = []  # bytes we sent before AUTH_DONE
         self._recv_sign: list[bytes] = []  # bytes we received before AUTH_DONE
+        self._recv_sign_len = 0  # their total, bounded by fr.MAX_PREAUTH_TOTAL
         self._session_key = b""
         self._auth_method = 0
         self._offered_modes: list[int] = []
@@ -454,6 +461,10 @@ class ClientProtocol(ClientCore):
         tag = frame.tag
         if st in (State.HELLO, State.AUTH):
             self._recv_sign.append(frame.raw or b"")
+            self._recv_sign_len += len(frame.raw or b"")
+            if self._recv_sign_len > fr.MAX_PREAUTH_TOTAL:
+                raise ProtocolError(f"{self.peer_addr}: handshake exceeds {fr.MAX_PREAUTH_TOTAL} bytes "
+                                    "before authentication")
         if tag == fr.TAG_MESSAGE:
             if st is not State.READY:
                 raise ProtocolError(f"MESSAGE frame in state {st.value}")
@@ -582,6 +593,7 @@ class ClientProtocol(ClientCore):
 
     def _become_ready(self, events, reconnected: bool) -> None:
         self._set_state(State.READY)
+        self._reader.handshake = False  # from the next frame on: Ceph's message bounds
         events.append(
             Connected(
                 self.peer_global_id, self.negotiated_features, self.peer_features,

@@ -62,6 +62,7 @@ from ..types import (
 )
 from . import features as F
 from .frames import BANNER_V1_PREFIX as BANNER
+from .frames import MAX_PREAUTH_LEN, MSG_MAX_DATA_LEN, MSG_MAX_FRONT_LEN, MSG_MAX_MIDDLE_LEN
 from .message import Message
 from .protocol import (
     CON_MODE_CRC, MSG_CONNECT_LOSSY, ClientCore, Closed, Connected, Event, KeepaliveAck,
@@ -100,11 +101,13 @@ MSG_FOOTER_COMPLETE = 1
 MSG_FOOTER_NOCRC = 2
 MSG_FOOTER_SIGNED = 4
 
-# Bounds on what a peer can make us buffer (kernel CEPH_MSG_MAX_*_LEN).
-MAX_FRONT_LEN = 16 << 20
-MAX_MIDDLE_LEN = 16 << 20
-MAX_DATA_LEN = 64 << 20
-MAX_AUTHORIZER_LEN = 64 << 10
+# Bounds on what a peer can make us buffer (kernel CEPH_MSG_MAX_*_LEN; declared in frames).
+MAX_FRONT_LEN = MSG_MAX_FRONT_LEN
+MAX_MIDDLE_LEN = MSG_MAX_MIDDLE_LEN
+MAX_DATA_LEN = MSG_MAX_DATA_LEN
+# An authorizer reply comes from a peer not yet authenticated (the kernel's buffer for it
+# is 128 bytes, CEPHX_AU_ENC_BUF_LEN).
+MAX_AUTHORIZER_LEN = MAX_PREAUTH_LEN
 
 # --- wire structs (packed, little-endian) ----------------------------------------------
 
@@ -356,14 +359,18 @@ class StreamDecoder:
     ``(tag, payload)`` where payload is a :class:`RawMessage` (MSG), an int (ACK seq),
     a ``(sec, nsec)`` (KEEPALIVE2[_ACK]) or None.
 
-    ``msg_auth``: the footer has the ``sig`` field (CEPH_FEATURE_MSG_AUTH).  Used by the
+    ``msg_auth``: the footer has the ``sig`` field (CEPH_FEATURE_MSG_AUTH).
+    ``max_msg_len``: bound on front + middle + data of one message (None: only Ceph's
+    per-section bounds), checked on the header before the body is awaited; the protocol
+    sets :data:`MAX_PREAUTH_LEN` while the peer is not authenticated.  Used by the
     protocol for its OPEN state and by tests on captured streams.  Raises ProtocolError
     for unknown tags, bad CRCs or over-long sections.
     """
 
-    def __init__(self, msg_auth: bool = True) -> None:
+    def __init__(self, msg_auth: bool = True, max_msg_len: int | None = None) -> None:
         self.q = _ByteQueue()
         self.msg_auth = msg_auth
+        self.max_msg_len = max_msg_len
         self._hdr: tuple | None = None
         self._hdr_raw = b""
 
@@ -382,7 +389,11 @@ class StreamDecoder:
                 return None
             q.take(1)
             self._hdr_raw = q.take(HEADER.size)
-            self._hdr = decode_header(self._hdr_raw)
+            h = decode_header(self._hdr_raw)
+            if self.max_msg_len is not None and h[5] + h[6] + h[7] > self.max_msg_len:
+                raise ProtocolError(f"msgr1 message of {h[5] + h[6] + h[7]} bytes (type {h[2]}) before "
+                                    f"authentication (limit {self.max_msg_len})")
+            self._hdr = h
             return self._msg_body()
         if tag == TAG_ACK:
             if q.avail < 9:
@@ -485,6 +496,10 @@ class ClientProtocolV1(ClientCore):
         self._auth_retried = False
         self._sign_key = None
         self._reply: ConnectReply | None = None  # connect reply waiting for its authorizer
+        # The peer proved its identity: authorizer reply verified (OSD, MGR), or the
+        # upper layer's MAuth exchange done (monitors; set_authenticated()).  Until then a
+        # message may be at most MAX_PREAUTH_LEN bytes.
+        self.authenticated = False
 
         self.learned_addr: EntityAddr | None = None
         self.peer_addrs: EntityAddrvec | None = None
@@ -503,6 +518,13 @@ class ClientProtocolV1(ClientCore):
     def set_global_id(self, global_id: int) -> None:
         """Our ``client.<global_id>`` as the ``src`` of later message headers."""
         self.global_id = global_id
+
+    def set_authenticated(self) -> None:
+        """The monitor authenticated us over MAuth: lift the pre-authentication bound
+        (:data:`MAX_PREAUTH_LEN` per message) to Ceph's message bounds."""
+        self.authenticated = True
+        if self._stream is not None:
+            self._stream.max_msg_len = None
 
     # -- output ------------------------------------------------------------------------
     def initiate(self) -> bytes:
@@ -713,6 +735,7 @@ class ClientProtocolV1(ClientCore):
             self.auth.handle_auth_done(self.con, self.global_id or 0, CON_MODE_CRC, r.authorizer)
             if r.features & F.MSG_AUTH:
                 self._sign_key = self.auth.message_signing_key(self.con)
+            self.authenticated = True
         s = self.session
         self.peer_features = r.features
         self.peer_lossy = bool(r.flags & MSG_CONNECT_LOSSY)
@@ -722,7 +745,8 @@ class ClientProtocolV1(ClientCore):
             # TAG_SEQ: the peer had our messages up to ``acked``; we tell it our in_seq.
             s.discard_sent(acked)
             self._out.append(_U64.pack(s.in_seq))
-        self._stream = StreamDecoder(msg_auth=bool(r.features & F.MSG_AUTH))
+        self._stream = StreamDecoder(msg_auth=bool(r.features & F.MSG_AUTH),
+                                     max_msg_len=None if self.authenticated else MAX_PREAUTH_LEN)
         rest = self._q.take(self._q.avail)
         self._stream.push(rest)
         self._set_state(State.OPEN)

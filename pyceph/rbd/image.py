@@ -78,6 +78,7 @@ from .features import (
 )
 from .image_watcher import ImageWatcher
 from .object_map import (
+    MAX_OBJECT_MAP_OBJECT_COUNT,
     OBJECT_EXISTS,
     OBJECT_EXISTS_CLEAN,
     OBJECT_NONEXISTENT,
@@ -218,7 +219,7 @@ class AsyncRBD:
         """
         if not name:
             raise InvalidArgumentError("image name must not be empty")
-        if size < 0:
+        if not 0 <= size < 1 << 64:  # rbd_obj_header_ondisk / cls_rbd: le64 size
             raise InvalidArgumentError(f"invalid image size {size}")
         order = order or RBD_DEFAULT_ORDER
         stripe_unit = stripe_unit or 0
@@ -239,10 +240,16 @@ class AsyncRBD:
             raise ArgumentOutOfRange(f"order must be in the range [{RBD_MIN_ORDER}, {RBD_MAX_ORDER}], got {order}")
         if stripe_unit < 0 or stripe_count < 0:
             raise InvalidArgumentError("stripe unit and count must be positive")
+        if stripe_unit >= 1 << 64 or stripe_count >= 1 << 64:  # cls_rbd set_stripe_unit_count: le64 each
+            raise InvalidArgumentError("stripe unit or count out of range")
         if bool(stripe_unit) != bool(stripe_count):
             raise InvalidArgumentError("must specify both (or neither) of stripe-unit and stripe-count")
         if stripe_unit and ((1 << order) % stripe_unit or stripe_unit > (1 << order)):
             raise InvalidArgumentError("stripe unit is not a factor of the object size")
+        if feats & RBD_FEATURE_OBJECT_MAP and get_num_objects(
+                Layout.from_order(order, stripe_unit, stripe_count), size) > MAX_OBJECT_MAP_OBJECT_COUNT:
+            # CreateRequest::validate_layout (ObjectMap::is_compatible), before anything is written
+            raise InvalidArgumentError("image size not compatible with object map")
 
         image_id = generate_image_id(int(getattr(ioctx, "instance_id", 0) or secrets.randbits(32)))
         id_obj = id_obj_name(name)
@@ -1508,8 +1515,12 @@ class AsyncImage:
         ``on_progress(done, total)`` counts objects.  Raises ReadOnlyImage,
         InvalidArgumentError (negative size, or shrinking without allow_shrink),
         ImageBusy, or the ioctx's errors."""
-        if size < 0:
+        if not 0 <= size < 1 << 64:
             raise InvalidArgumentError(f"invalid image size {size}")
+        if self._features & RBD_FEATURE_OBJECT_MAP and \
+                get_num_objects(self.layout, size) > MAX_OBJECT_MAP_OBJECT_COUNT:
+            # librbd Operations::resize (ObjectMap::is_compatible): refused before any allocation
+            raise InvalidArgumentError("new size not compatible with object map")
         async with self.maintenance_op():
             old = self._size
             if size < old and not allow_shrink:

@@ -163,7 +163,7 @@ def msgr2_tasks(port: int) -> list[asyncio.Task]:
 MON_CASES = {
     # (bytes the fake sends, text expected in the logged error, stalls until the hunt gives up)
     "bad-preamble-crc": ((GOOD_BANNER, bad_preamble_crc_frame()), "preamble crc", False),
-    "absurd-segment-length": ((GOOD_BANNER, absurd_segment_preamble()), "exceeds", False),
+    "absurd-segment-length": ((GOOD_BANNER, absurd_segment_preamble()), "during the handshake", False),
     "half-frame-then-silence": ((GOOD_BANNER, half_frame()), "not done in", True),
     "banner-then-silence": ((GOOD_BANNER,), "not done in", True),
     "impossible-feature-bits": ((IMPOSSIBLE_FEATURES_BANNER,), "requires msgr2 features", False),
@@ -510,3 +510,78 @@ def test_fake_osd_handshake_reaches_ready():
     info, ops = asyncio.run(go())
     assert info.global_id == 7 and info.lossy
     assert [m.type for m in ops.dispatched] == [osdm.CEPH_MSG_OSD_OPREPLY] and ops.faults == []
+
+
+# -- a hostile monitor claiming huge frames before authentication ----------------------------------
+#
+# Issue 9: anything answering on a monitor's address made the client buffer ~200 MB per
+# connection attempt.  The fake below announces, on every connection, a HELLO frame of
+# 16 MiB + 3 x 64 MiB (what Ceph's per-segment limits alone would let through) and then
+# streams zeros as long as the client reads.  The client (a real `pyceph status` process)
+# must give up with one line and a non-zero exit, its peak RSS (VmHWM) close to that of
+# the same run against a fake sending a 32-byte bad frame.
+
+_HWM_WRAPPER = """
+import runpy, sys
+sys.argv = ["pyceph", *sys.argv[1:]]
+try:
+    runpy.run_module("pyceph.cli.pyceph_cli", run_name="__main__")
+finally:
+    hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+    sys.stderr.write(f"\\nVMHWM_KB {hwm}\\n")
+"""
+
+
+def huge_claim_preamble() -> bytes:
+    mb = 1 << 20
+    pre = struct.pack("<BB" + "IH" * 4 + "2x", fr.TAG_HELLO, 4, 16 * mb, 8, 64 * mb, 8, 64 * mb, 8, 64 * mb, 4096)
+    return pre + struct.pack("<I", fr.crc32c(pre, 0))
+
+
+def streams_zeros_after(first: bytes):
+    async def behave(reader, writer, peer):
+        writer.write(GOOD_BANNER + first)
+        zeros = bytes(1 << 20)
+        for _ in range(256):  # up to 256 MiB, as fast as the client reads
+            writer.write(zeros)
+            await writer.drain()
+    return behave
+
+
+def _status_against(port: int, tmp_path) -> tuple[int, list[str], int]:
+    """Run `pyceph status` against the fake mon; (exit code, stderr lines, VmHWM in KiB)."""
+    import os
+    import subprocess
+    import sys
+
+    conf = tmp_path / "ceph.conf"
+    conf.write_text(f"[global]\n\tmon host = v2:127.0.0.1:{port}\n\tmon client hunt interval = 1\n")
+    keyring = tmp_path / "keyring"
+    keyring.write_text("[client.admin]\n\tkey = AQBzn1VpAAAAABAAw4HQsIm1qExn5nJ8nE6Vzg==\n")
+    os.chmod(keyring, 0o600)
+    r = subprocess.run([sys.executable, "-c", _HWM_WRAPPER, "-c", str(conf), "-k", str(keyring),
+                        "--connect-timeout", "5", "status"],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    (hwm,) = [int(x.split()[1]) for x in lines if x.startswith("VMHWM_KB ")]
+    return r.returncode, [x for x in lines if not x.startswith("VMHWM_KB ")], hwm
+
+
+def test_hostile_monitor_claiming_huge_frames_costs_no_memory(tmp_path):
+    async def run(behave, sub):
+        fake = await FakePeer(behave).start()
+        try:
+            d = tmp_path / sub
+            d.mkdir()
+            return await asyncio.to_thread(_status_against, fake.port, d), len(fake.accepted)
+        finally:
+            await fake.stop()
+
+    (rc0, err0, hwm0), _ = asyncio.run(run(sends(GOOD_BANNER, bad_preamble_crc_frame()), "baseline"))
+    (rc, err, hwm), attempts = asyncio.run(run(streams_zeros_after(huge_claim_preamble()), "hostile"))
+    assert rc0 != 0 and rc != 0
+    assert attempts >= 2, "the client tried the hostile monitor only once"
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith("pyceph:") or "127.0.0.1" in err[0] or "monitor" in err[0], err
+    # 200+ MiB claimed per attempt; allow 32 MiB above the baseline run for noise.
+    assert hwm < hwm0 + (32 << 10), f"peak RSS {hwm} KiB vs {hwm0} KiB against a harmless fake"
