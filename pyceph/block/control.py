@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from .. import errors
-from . import loopdev, registry
+from . import devattrs, loopdev, registry
 from .daemon import LOG_ENV, READY_FD_ENV, SPEC_ENV, spec_label
 
 
@@ -205,6 +205,7 @@ def _cleanup_stale(rec: dict[str, Any]) -> None:
                 registry.lazy_unmount(mp)
         with contextlib.suppress(OSError):
             os.unlink(mp)
+    devattrs.cleanup_stale(rec)  # attribute dir and /dev/pyrbd link
     registry.remove_record(str(rec["id"]), pid if isinstance(pid, int) else None)
 
 

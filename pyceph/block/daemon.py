@@ -28,7 +28,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from .. import errors
-from . import fuseserver, loopdev, registry
+from . import devattrs, fuseserver, loopdev, registry
 from . import fuseproto
 from .fuseproto import FuseSession
 from .fusefile import BlockImage, ImageFile, errno_of
@@ -167,6 +167,7 @@ class _Daemon:
         self.max_write = int(opts.get("max_write", 1 << 20))
         self.size_poll = float(opts.get("size_poll", 0.5))
         self.size_task: asyncio.Task | None = None
+        self.attrs: devattrs.DeviceAttrs | None = None
         # krbd's "notrim": no discard/write-zeroes reach the image
         self.trim = not opt_bool(opts, "notrim", False) and opt_bool(opts, "trim", True)
         self.image: BlockImage | None = None
@@ -275,6 +276,9 @@ class _Daemon:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(registry.socket_path(self.dev_id))
         self.server = await asyncio.start_unix_server(self._control, path=registry.socket_path(self.dev_id))
+        # /sys/bus/rbd/devices/N and /dev/rbd/POOL/IMAGE (pyceph.block.devattrs)
+        self.attrs = devattrs.DeviceAttrs(self.dev_id, loopdev.device_path(self.index), self.spec, self.image)
+        await self.attrs.create()
         if self.size_poll > 0:
             self.size_task = asyncio.ensure_future(self._follow_size())
 
@@ -287,6 +291,8 @@ class _Daemon:
         resize the kernel did not take yet is retried at the next poll."""
         while True:
             await asyncio.sleep(self.size_poll)
+            if self.attrs is not None:
+                self.attrs.sync()  # size, features ... after a refresh
             size = self.image.size
             if size & ~511 == self._device_size():  # loop sizes are whole 512-byte sectors
                 continue
@@ -296,6 +302,8 @@ class _Daemon:
                 log.error("resizing loop%d to %d: %r", self.index, size, e)
                 continue
             log.info("image size %d: loop%d now %d bytes", size, self.index, self._device_size())
+            if self.attrs is not None:
+                self.attrs.sync()
 
     def _device_size(self) -> int:
         """Size of the loop device in bytes (BLKGETSIZE64)."""
@@ -416,6 +424,8 @@ class _Daemon:
 
         if self.size_task is not None:
             self.size_task.cancel()
+        if self.attrs is not None:
+            self.attrs.remove()
         if self.dev_id is not None:
             registry.remove_record(self.dev_id, os.getpid())
         if self.loop_fd is not None:
