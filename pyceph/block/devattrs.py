@@ -483,3 +483,86 @@ class DeviceAttrs:
             with contextlib.suppress(OSError):
                 remove_link(self.link, self.device)
             self.link = None
+
+
+# -- the /sys/bus/rbd/add string ------------------------------------------------------------
+
+#: RBD_MAX_SNAP_NAME_LEN (rbd.c: NAME_MAX minus the "snap_" prefix)
+RBD_MAX_SNAP_NAME_LEN = 255 - len("snap_")
+
+
+class AddStringError(ValueError):
+    """A malformed add string; the message never holds the options token (it may
+    carry a secret)."""
+
+
+def parse_add_string(text: str) -> dict[str, Any]:
+    """Split the string /sys/bus/rbd/add takes (rbd.c ``rbd_add_parse_args``):
+    ``"<mon_addrs> <options> <pool> <image> [<snap>]"``, white-space separated.
+
+    ``mon_addrs``: ``ip[:port][,ip[:port]...]`` (IPv6 in brackets; ``/`` separators
+    are accepted too, as in the ``mon_addr=`` option); ``options``: a comma list of
+    krbd options (``name=admin,secret=...,_pool_ns=ns``; required, as rbd.c: "no
+    options provided"); ``snap`` defaults to ``-`` (the head).  Returns
+    ``{"mon_addrs": [...], "options": str, "pool", "namespace", "image", "snap"}``
+    (``namespace`` from ``_pool_ns=``).  Raises :class:`AddStringError`."""
+    tokens = text.split()
+    if not tokens:
+        raise AddStringError("no monitor address(es) provided")
+    if len(tokens) < 2:
+        raise AddStringError("no options provided")
+    if len(tokens) < 3:
+        raise AddStringError("no pool name provided")
+    if len(tokens) < 4:
+        raise AddStringError("no image name provided")
+    if len(tokens) > 5:
+        raise AddStringError(f"{len(tokens)} fields: expected 'mon_addrs options pool image [snap]'")
+    mons = []
+    for a in tokens[0].replace("/", ",").split(","):
+        if not a:
+            continue
+        host, port = a, ""
+        if a.startswith("["):
+            end = a.find("]")
+            if end < 0:
+                raise AddStringError(f"bad monitor address '{a}'")
+            host, rest = a[: end + 1], a[end + 1:]
+            if rest and not rest.startswith(":"):
+                raise AddStringError(f"bad monitor address '{a}'")
+            port = rest[1:]
+        elif a.count(":") == 1:
+            host, port = a.split(":")
+        elif ":" in a:
+            raise AddStringError(f"bad monitor address '{a}' (IPv6 goes in brackets)")
+        if not host or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+            raise AddStringError(f"bad monitor address '{a}'")
+        mons.append(a)
+    if not mons:
+        raise AddStringError("no monitor address(es) provided")
+    snap = tokens[4] if len(tokens) > 4 else SNAP_HEAD_NAME
+    if len(snap) > RBD_MAX_SNAP_NAME_LEN:
+        raise AddStringError(f"snapshot name longer than {RBD_MAX_SNAP_NAME_LEN} characters")
+    namespace = ""
+    for kv in tokens[1].split(","):
+        k, _, v = kv.partition("=")
+        if k == "_pool_ns":
+            namespace = v
+    return {"mon_addrs": mons, "options": tokens[1], "pool": tokens[2], "namespace": namespace,
+            "image": tokens[3], "snap": snap}
+
+
+def mon_host_of(mon_addrs: list[str], msgr2: bool) -> str:
+    """krbd's ``ip[:port]`` monitor list as a ``mon host`` value: each address typed
+    (``v1`` for the legacy protocol, default port 6789; ``v2`` with an ``ms_mode``
+    other than legacy, default port 3300), as the kernel reads them."""
+    out = []
+    for a in mon_addrs:
+        host, port = a, ""
+        if a.startswith("["):
+            end = a.index("]")
+            host, port = a[: end + 1], a[end + 2:]
+        elif ":" in a:
+            host, port = a.split(":")
+        port = port or ("3300" if msgr2 else "6789")
+        out.append(f"[{'v2' if msgr2 else 'v1'}:{host}:{port}]")
+    return ",".join(out)
