@@ -116,7 +116,7 @@ def cmd_device_unmap(args) -> int:
     _check_type(args)
     if not args.target:
         if not getattr(args, "image", None):
-            raise CliError("image name was not specified", errno=errno.EINVAL)
+            raise CliError("unmap requires either image name or device path", errno=errno.EINVAL)
         t = f"{args.pool or 'rbd'}/"
         if getattr(args, "namespace", None):
             t += f"{args.namespace}/"
