@@ -186,7 +186,8 @@ def unmount_unmap(device: str, log: Callable[[str], None], timeout: float = 60.0
     unmap it.  False (and logged) if a mount or the unmap failed."""
     for mnt in mounts_of(device):
         log(f"unmounting '{mnt}'")
-        subprocess.run(["umount", mnt], stdin=subprocess.DEVNULL, capture_output=True)
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(["umount", mnt], stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
         if registry.is_mounted(mnt):
             log(f"failed to unmount '{mnt}'")
             return False
@@ -231,8 +232,13 @@ def do_map(entries: list[Entry], opts: Options, log: Callable[[str], None]) -> i
                 "(use keyring=, or options='key=NAME' for the kernel keyring)")
             failed += 1
             continue
-        r = subprocess.run(opts.map_argv(e), stdin=subprocess.DEVNULL, capture_output=True,
-                           timeout=opts.timeout + 30)
+        try:
+            r = subprocess.run(opts.map_argv(e), stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=opts.timeout + 30)
+        except (OSError, subprocess.TimeoutExpired) as ex:
+            log(f"failed to map '{e.dev}': {ex}")
+            failed += 1
+            continue
         if r.returncode != 0:
             msg = r.stderr.decode("utf-8", "replace").strip().splitlines()
             log(f"failed to map '{e.dev}': {msg[-1] if msg else 'status %d' % r.returncode}")
@@ -242,9 +248,13 @@ def do_map(entries: list[Entry], opts: Options, log: Callable[[str], None]) -> i
         log(f"mapped '{e.dev}' to '{dev}'")
         if fstab_has(link, opts.fstab):
             argv = ["mount", "-v"] + (["-T", opts.fstab] if opts.fstab != DEFAULT_FSTAB else []) + [link]
-            m = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True)
-            text = (m.stdout or m.stderr).decode("utf-8", "replace").strip()
-            log(f"mounted '{dev}': {text}" if m.returncode == 0 else f"mounting '{link}' failed: {text}")
+            try:
+                m = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=300)
+                text = (m.stdout or m.stderr).decode("utf-8", "replace").strip()
+                ok = m.returncode == 0
+            except (OSError, subprocess.TimeoutExpired) as ex:
+                text, ok = str(ex), False
+            log(f"mounted '{dev}': {text}" if ok else f"mounting '{link}' failed: {text}")
         run_hook(opts.hooks_dir, e.dev, "map", link, log)
     return failed
 

@@ -364,3 +364,17 @@ def test_unit_file():
                  "ExecStart=/usr/local/bin/prbd rbdmap map", "ExecStop=/usr/local/bin/prbd rbdmap unmap-all",
                  "WantedBy=multi-user.target"):
         assert line in text.splitlines()
+
+
+def test_rbdmap_counts_failed_lines(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYCEPH_RUN_DIR", str(tmp_path))
+    monkeypatch.setenv("PYCEPH_DEV_DIR", str(tmp_path / "links"))
+    logs = []
+    entries = rbdmap.parse_rbdmap("rbd/a id=x\nb\n")
+    opts = rbdmap.Options(map_argv=lambda e: ["sh", "-c", "echo 'prbd: map failed: (2) nope' >&2; exit 2"],
+                          hooks_dir=str(tmp_path / "hooks"), fstab=str(tmp_path / "fstab"))
+    assert rbdmap.do_map(entries, opts, logs.append) == 2
+    assert "failed to map 'rbd/a': prbd: map failed: (2) nope" in logs
+    # nothing mapped: unmap skips every line
+    assert rbdmap.do_unmap(entries, opts, logs.append) == 0
+    assert "'rbd/b' not mapped, skipping unmap" in logs
