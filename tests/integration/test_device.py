@@ -252,3 +252,27 @@ def test_rbdmap_map_and_unmap(cluster, run_dir, links, tmp_path):
         for n in (a, b):
             prbd(cluster, "device", "unmap", f"rbd/{n}", check=False)
             rbd(cluster, "rm", "--no-progress", f"rbd/{n}", check=False)
+
+
+def test_stale_cleanup_removes_dir_and_link(cluster, run_dir, links):
+    """A map daemon killed without a word (SIGKILL): the next `device list` removes its
+    attribute directory and link with the rest of its mapping."""
+    import signal
+
+    from pyceph.block import registry
+
+    name = uniq("dev")
+    rbd(cluster, "create", "--size", "8M", f"rbd/{name}")
+    try:
+        dev = prbd(cluster, "device", "map", f"rbd/{name}").stdout.decode().strip()
+        dev_id = dev[len("/dev/loop"):]
+        rec = registry.read_record(registry.record_path(dev_id))
+        assert rec is not None and os.path.isdir(devattrs.device_dir(dev_id))
+        os.kill(rec["pid"], signal.SIGKILL)  # our own map daemon
+        wait_for(lambda: not registry.daemon_alive(rec), what="daemon exit")
+        assert dev not in [r["device"] for r in device_list(cluster)]
+        assert not os.path.exists(devattrs.device_dir(dev_id))
+        assert not os.path.lexists(links / "rbd" / name)
+    finally:
+        prbd(cluster, "device", "unmap", "-o", "force", f"rbd/{name}", check=False)
+        rbd(cluster, "rm", "--no-progress", f"rbd/{name}", check=False)
