@@ -276,11 +276,11 @@ class _Daemon:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(registry.socket_path(self.dev_id))
         self.server = await asyncio.start_unix_server(self._control, path=registry.socket_path(self.dev_id))
+        if self.size_poll > 0:
+            self.size_task = asyncio.ensure_future(self._follow_size())
         # /sys/bus/rbd/devices/N and /dev/rbd/POOL/IMAGE (pyceph.block.devattrs)
         self.attrs = devattrs.DeviceAttrs(self.dev_id, loopdev.device_path(self.index), self.spec, self.image)
         await self.attrs.create()
-        if self.size_poll > 0:
-            self.size_task = asyncio.ensure_future(self._follow_size())
 
     async def _follow_size(self) -> None:
         """Resize the device when the image's size changes (``rbd resize`` elsewhere:
