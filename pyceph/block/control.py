@@ -14,8 +14,9 @@ import tempfile
 import time
 from typing import Any
 
+from . import devattrs  # the device model: its stale dirs and links
 from .. import errors
-from . import devattrs, loopdev, registry
+from . import loopdev, registry
 from .daemon import LOG_ENV, READY_FD_ENV, SPEC_ENV, spec_label
 
 

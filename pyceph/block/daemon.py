@@ -28,10 +28,11 @@ import time
 from typing import Any, Awaitable, Callable
 
 from .. import errors
-from . import devattrs, fuseserver, loopdev, registry
+from . import fuseserver, loopdev, registry
 from . import fuseproto
 from .fuseproto import FuseSession
 from .fusefile import BlockImage, ImageFile, errno_of
+from . import devattrs  # the device model of /sys/bus/rbd
 
 #: linux/fs.h _IOR(0x12, 114, size_t): a block device's size in bytes
 BLKGETSIZE64 = 0x80081272
