@@ -276,3 +276,33 @@ def test_stale_cleanup_removes_dir_and_link(cluster, run_dir, links):
     finally:
         prbd(cluster, "device", "unmap", "-o", "force", f"rbd/{name}", check=False)
         rbd(cluster, "rm", "--no-progress", f"rbd/{name}", check=False)
+
+
+def test_add_string_with_secret_on_stdin(cluster, run_dir, links):
+    """The primary form: the whole add string, secret included, on stdin.  The key then
+    shows in no process's argv or environment and in no attribute file."""
+    from pyceph.block import registry
+
+    key = cluster.admin_key
+    name = uniq("dev")
+    rbd(cluster, "create", "--size", "8M", f"rbd/{name}")
+    try:
+        text = add_string(cluster, "rbd", name).replace("name=admin", f"name=admin,secret={key}")
+        r = prbd(cluster, "-k", "/nonexistent/keyring", "device", "map", "--add", "-", input=text.encode())
+        dev = r.stdout.decode().strip()
+        dev_id = dev[len("/dev/loop"):]
+        rec = registry.read_record(registry.record_path(dev_id))
+        pid = rec["pid"]
+        for what in ("cmdline", "environ"):
+            with open(f"/proc/{pid}/{what}", "rb") as f:
+                assert key.encode() not in f.read(), what
+        d = devattrs.device_dir(dev_id)
+        for n in os.listdir(d):
+            if n != "refresh":
+                with open(os.path.join(d, n)) as f:
+                    assert key not in f.read(), n
+        assert "secret" not in devattrs.read_attr(dev_id, "config_info")
+        prbd(cluster, "device", "unmap", dev)
+    finally:
+        prbd(cluster, "device", "unmap", f"rbd/{name}", check=False)
+        rbd(cluster, "rm", "--no-progress", f"rbd/{name}", check=False)
