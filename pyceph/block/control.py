@@ -14,6 +14,7 @@ import tempfile
 import time
 from typing import Any
 
+from . import devattrs  # the device model: its stale dirs and links
 from .. import errors
 from . import ctlproto, loopdev, registry
 from .ctlproto import ControlError
@@ -246,6 +247,7 @@ def _cleanup_stale(rec: dict[str, Any]) -> None:
                 registry.lazy_unmount(mp)
         with contextlib.suppress(OSError):
             os.unlink(mp)
+    devattrs.cleanup_stale(rec)  # attribute dir and /dev/pyrbd link
     registry.remove_record(str(rec["id"]), pid if isinstance(pid, int) else None)
 
 

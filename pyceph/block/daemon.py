@@ -35,6 +35,7 @@ from . import ctlproto, ctlserver, fuseserver, loopdev, mapopts, registry
 from . import fuseproto
 from .fuseproto import FuseSession
 from .fusefile import BlockImage, ImageFile, errno_of
+from . import devattrs  # the device model of /sys/bus/rbd
 
 #: linux/fs.h _IOR(0x12, 114, size_t): a block device's size in bytes
 BLKGETSIZE64 = 0x80081272
@@ -228,6 +229,7 @@ class _Daemon:
         self.max_write = int(opts.get("max_write", 1 << 20))
         self.size_poll = float(opts.get("size_poll", 0.5))
         self.size_task: asyncio.Task | None = None
+        self.attrs: devattrs.DeviceAttrs | None = None
         # krbd's "notrim": no discard/write-zeroes reach the image
         self.trim = not opt_bool(opts, "notrim", False) and opt_bool(opts, "trim", True)
         self.image: BlockImage | None = None
@@ -347,6 +349,9 @@ class _Daemon:
         self.server = await self.ctl.start(registry.socket_path(self.dev_id))
         if self.size_poll > 0:
             self.size_task = asyncio.ensure_future(self._follow_size())
+        # /sys/bus/rbd/devices/N and /dev/rbd/POOL/IMAGE (pyceph.block.devattrs)
+        self.attrs = devattrs.DeviceAttrs(self.dev_id, loopdev.device_path(self.index), self.spec, self.image)
+        await self.attrs.create()
 
     async def _follow_size(self) -> None:
         """Resize the device when the image's size changes (``rbd resize`` elsewhere:
@@ -357,6 +362,8 @@ class _Daemon:
         resize the kernel did not take yet is retried at the next poll."""
         while True:
             await asyncio.sleep(self.size_poll)
+            if self.attrs is not None:
+                self.attrs.sync()  # size, features ... after a refresh
             size = self.image.size
             if size & ~511 == self._device_size():  # loop sizes are whole 512-byte sectors
                 continue
@@ -366,6 +373,8 @@ class _Daemon:
                 log.error("resizing loop%d to %d: %r", self.index, size, e)
                 continue
             log.info("image size %d: loop%d now %d bytes", size, self.index, self._device_size())
+            if self.attrs is not None:
+                self.attrs.sync()
 
     def _device_size(self) -> int:
         """Size of the loop device in bytes (BLKGETSIZE64)."""
@@ -600,6 +609,8 @@ class _Daemon:
 
         if self.size_task is not None:
             self.size_task.cancel()
+        if self.attrs is not None:
+            self.attrs.remove()
         if self.dev_id is not None:
             registry.remove_record(self.dev_id, os.getpid())
         if self.loop_fd is not None:

@@ -50,6 +50,7 @@ from .common import (
     setup_logging,
     with_rados,
 )
+from .device import add_device_parsers, add_rbdmap_parser
 
 PROG = "prbd"
 FEATURES_BY_NAME = {v: k for k, v in FEATURE_NAMES.items()}
@@ -1855,6 +1856,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("showmapped", aliases=["device-list"], help="show mapped images")
     fmt(sp)
     sp.set_defaults(func=cmd_showmapped)
+
+    # rbd device map|unmap|list and rbdmap (pyceph/cli/device.py)
+    add_device_parsers(sub, map_cmd=cmd_map, unmap_cmd=cmd_unmap, parents=[parent])
+    add_rbdmap_parser(sub)
 
     sp = sub.add_parser("_map-daemon", help=argparse.SUPPRESS)
     sp.set_defaults(func=cmd_map_daemon)
