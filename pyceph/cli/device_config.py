@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from .. import errors
+from ..block.mapopts import RUNTIME_OPTIONS
 from .common import CliError
 
 
@@ -17,7 +18,7 @@ def add_device_config_parser(subparsers):
     sp = subparsers.add_parser(
         "config", help="change settings of a mapped device (one transaction)",
         description="Change map options of a live mapping; every --set is validated first, "
-                    "then all are applied or none (settings: queue_depth, osd_request_timeout).")
+                    f"then all are applied or none (settings: {', '.join(sorted(RUNTIME_OPTIONS))}).")
     sp.add_argument("device", metavar="DEV", help="/dev/loopN or [pool/[namespace/]]image[@snap]")
     sp.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                     help="a setting to change (repeatable)")
@@ -36,7 +37,7 @@ def parse_sets(items: list[str]) -> dict[str, str]:
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise errors.InvalidArgumentError(f"--set {item!r}: expected NAME=VALUE")
+            raise errors.InvalidArgumentError("--set: expected NAME=VALUE")  # the item is not echoed: it may be a key
         if name in out:
             raise errors.InvalidArgumentError(f"--set {name}: given twice")
         out[name] = value.strip()

@@ -51,6 +51,7 @@ from .common import (
     with_rados,
 )
 from .device import add_device_parsers, add_rbdmap_parser
+from .device_config import add_device_config_parser
 
 PROG = "prbd"
 FEATURES_BY_NAME = {v: k for k, v in FEATURE_NAMES.items()}
@@ -1858,7 +1859,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_showmapped)
 
     # rbd device map|unmap|list and rbdmap (pyceph/cli/device.py)
-    add_device_parsers(sub, map_cmd=cmd_map, unmap_cmd=cmd_unmap, parents=[parent])
+    dsub = add_device_parsers(sub, map_cmd=cmd_map, unmap_cmd=cmd_unmap, parents=[parent])
+    add_device_config_parser(dsub)  # prbd device config DEV --set k=v ... (one transaction)
     add_rbdmap_parser(sub)
 
     sp = sub.add_parser("_map-daemon", help=argparse.SUPPRESS)
