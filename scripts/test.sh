@@ -26,6 +26,10 @@ INTEROP=(
     tests/integration/test_errors.py         # wrong key of the release's key type, ...
     tests/integration/test_secure_mode.py    # a secure-only cluster of that release
     tests/integration/test_msgr1.py          # a v1-only cluster of that release
+    tests/integration/test_map_options.py    # krbd map options against that release's OSDs
+    tests/integration/test_secrets.py        # keyring/keyfile/secret=, nothing leaks
+    tests/integration/test_device.py         # device model vs that release's rbd/ceph
+    tests/integration/test_hardening.py      # private files and one-line errors, as user nobody
 )
 results=$(mktemp -d /tmp/pyceph-test.XXXXXX)
 PYTEST=(.venv/bin/python -m pytest -q -p no:cacheprovider --timeout=900)
