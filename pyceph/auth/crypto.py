@@ -82,6 +82,15 @@ _MIN_SECRET_LEN = {CEPH_CRYPTO_NONE: 0, CEPH_CRYPTO_AES: AES_KEY_LEN, CEPH_CRYPT
 _ENC_HEADER = struct.Struct("<BQ")
 
 
+def looks_like_secret(text: str) -> bool:
+    """True if ``text`` decodes as base64 (padding optional) to 16 bytes or more: a key
+    pasted where a name was expected (``-o key=AQ...``), which messages must not repeat."""
+    try:
+        return len(base64.b64decode(text + "=" * (-len(text) % 4), validate=True)) >= 16
+    except (binascii.Error, ValueError):
+        return False
+
+
 def crypto_type_name(ktype: int) -> str:
     """``"aes"``, ``"aes256k"``, ``"none"`` or ``"type N"`` for a CEPH_CRYPTO_* value."""
     return CRYPTO_TYPE_NAMES.get(ktype, f"type {ktype}")

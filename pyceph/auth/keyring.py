@@ -41,7 +41,8 @@ import re
 
 from ..config import ClientConfig
 from ..errors import ConfigError, DecodeError
-from .crypto import AES256KRB5_KEY_LEN, AES_KEY_LEN, CEPH_CRYPTO_AES, CEPH_CRYPTO_AES256KRB5, CryptoKey
+from .crypto import (AES256KRB5_KEY_LEN, AES_KEY_LEN, CEPH_CRYPTO_AES, CEPH_CRYPTO_AES256KRB5, CryptoKey,
+                     looks_like_secret)
 
 # (add_key, request_key, keyctl) per machine (uname -m).
 _SYSCALLS: dict[str, tuple[int, int, int]] = {
@@ -128,6 +129,14 @@ class _Sys:
 
 _sys: _Sys | None = None
 
+
+
+def _shown(description: str, bare: bool = False) -> str:
+    """The key's description as messages show it; not shown if it looks like a secret
+    (``key=`` given a key instead of a name)."""
+    if looks_like_secret(description):
+        return "NAME" if bare else "(a name that looks like a key: not shown)"
+    return description if bare else repr(description)
 
 def _kernel() -> _Sys:
     global _sys
@@ -237,23 +246,23 @@ def keyctl_lookup_key(description: str) -> CryptoKey:
                 hint = ("; it is not reachable from this process's session keyring and its permissions "
                         "give no read right without that (link the user keyring into the session: "
                         "keyctl link @u @s)")
-            raise KeyringError(f"key {description!r} in the kernel keyring: {e.strerror or e}{hint}",
+            raise KeyringError(f"key {_shown(description)} in the kernel keyring: {e.strerror or e}{hint}",
                                errno=e.errno) from None
         key = decode_payload(payload)
         payload = b""
         if key is None:
             raise KeyringError(
-                f"key {description!r} ({ktype} key) in the kernel keyring is not a cephx secret: want the "
+                f"key {_shown(description)} ({ktype} key) in the kernel keyring is not a cephx secret: want the "
                 "base64 key of a keyring file or its raw bytes")
         return key
     if unreadable is not None:
         raise KeyringError(
-            f"key {description!r} in the kernel keyring is a 'ceph' key, which user space cannot read "
+            f"key {_shown(description)} in the kernel keyring is a 'ceph' key, which user space cannot read "
             f"({unreadable.strerror}); add it as a user key too: "
-            f"keyctl padd user {description} @u < KEYFILE", errno=errno.ENOKEY)
+            f"keyctl padd user {_shown(description, bare=True)} @u < KEYFILE", errno=errno.ENOKEY)
     raise KeyringError(
-        f"key {description!r} not found in the kernel keyring (searched the thread, process, session "
-        f"and user keyrings for a ceph or user key; add one with: keyctl padd user {description} @u "
+        f"key {_shown(description)} not found in the kernel keyring (searched the thread, process, session "
+        f"and user keyrings for a ceph or user key; add one with: keyctl padd user {_shown(description, bare=True)} @u "
         "< KEYFILE)", errno=errno.ENOKEY)
 
 
@@ -274,7 +283,7 @@ def keyctl_add_user(description: str, payload: bytes | str, keyring: int | str =
     try:
         return _kernel().add_key(b"user", _desc_bytes(description), data, ring)
     except OSError as e:
-        raise KeyringError(f"cannot add user key {description!r}: {e.strerror or e}", errno=e.errno) from None
+        raise KeyringError(f"cannot add user key {_shown(description)}: {e.strerror or e}", errno=e.errno) from None
 
 
 def keyctl_add(ktype: str, description: str, payload: bytes, keyring: int | str = "@u") -> int:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .. import errors
+from ..auth.crypto import looks_like_secret
 
 #: INT_MAX / 1000: krbd's upper bound of option values in seconds (``msecs_to_jiffies(v * 1000)``)
 SECONDS_MAX = 0x7FFFFFFF // 1000
@@ -381,12 +382,8 @@ def defaults() -> dict[str, Any]:
 
 
 def _unknown(name: str) -> MapOptionError:
-    try:
-        # "AQ...==" splits at its padding into the name "AQ..." and a value
-        looks_like_key = len(base64.b64decode(name + "=" * (-len(name) % 4), validate=True)) >= 16
-    except (binascii.Error, ValueError):
-        looks_like_key = False
-    if looks_like_key:  # a secret pasted without "secret=": do not repeat it
+    # "AQ...==" splits at its padding into the name "AQ..." and a value
+    if looks_like_secret(name):  # a secret pasted without "secret=": do not repeat it
         return MapOptionError("unknown map option (it looks like a key: not shown)")
     return MapOptionError(f"unknown map option '{name}'")
 

@@ -28,6 +28,7 @@ from typing import Any, AsyncIterator, Iterator
 
 from .. import errors
 from ..config import parse_ms_mode
+from ..auth.crypto import looks_like_secret
 from ..rbd import AsyncImage, AsyncRBD
 from ..rbd import cls_client as cls
 from ..rbd import diff as rbd_diff
@@ -1361,12 +1362,12 @@ def _resolve_key_option(req: dict[str, Any]) -> None:
     try:
         from ..auth import keyring
     except ImportError:
-        raise CliError(f"map failed: key={desc}: the kernel keyring is not supported by this pyceph",
+        raise CliError("map failed: key=: the kernel keyring is not supported by this pyceph",
                        errno=errno.EOPNOTSUPP) from None
     try:
         raw = keyring.keyctl_lookup(desc)
     except errors.Error as e:
-        raise CliError(f"map failed: key={desc}", e) from None
+        raise CliError("map failed: the key= map option", e) from None
     req["secret"] = _armor_secret(raw)
 
 
@@ -1388,7 +1389,9 @@ def cmd_map(args) -> int:
     spec = _spec(args, SNAP_PERMITTED)
     req = map_request(spec, args.options or [], args.read_only, args.exclusive)
     desc = req["options"].get("key")
-    source = f"kernel keyring key {desc!r}" if desc is not None else "the secret= map option"
+    source = "the secret= map option"
+    if desc is not None:
+        source = "kernel keyring key " + ("(not shown: it looks like a key)" if looks_like_secret(desc) else repr(desc))
     _resolve_key_option(req)
     # fail here, in the foreground, on a bad conf, key or ms_mode
     cfg = _map_config(args, req["options"], req.get("auth_name"), req.get("secret"), source)

@@ -157,6 +157,11 @@ def test_map_bad_secret_or_missing_key_is_one_line(conf, captured_map, capsys):
     assert prbd.main(["-c", str(conf), "map", "img", "-o", "key=client.pyceph-nosuch"]) == errno.ENOKEY
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'client.pyceph-nosuch' not found in the kernel keyring" in err
+    # key= given a secret instead of a key's name: not repeated anywhere in the line
+    assert prbd.main(["-c", str(conf), "map", "img", "-o", f"key={bad}"]) == errno.ENOKEY
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not found in the kernel keyring" in err
+    assert bad not in err and bad[:12] not in err and bad.rstrip("=") not in err
     assert "spec" not in captured_map
 
 

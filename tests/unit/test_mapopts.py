@@ -322,7 +322,7 @@ def test_key_option_resolved_through_the_keyring(monkeypatch):
     req = prbd.map_request(spec, ["key=missing"])
     with pytest.raises(CliError) as ei:
         prbd._resolve_key_option(req)
-    assert "key=missing" in str(ei.value) and ei.value.errno == errno.EINVAL
+    assert "'missing'" in str(ei.value) and "key= map option" in str(ei.value) and ei.value.errno == errno.EINVAL
 
 
 def test_lock_timeout_fails_io_with_etimedout():
