@@ -36,6 +36,7 @@ import subprocess
 from typing import Any, Callable, Iterator
 
 from .. import errors
+from ..auth.crypto import looks_like_secret
 from . import control, devattrs, registry
 
 DEFAULT_RBDMAP_FILE = "/etc/ceph/rbdmap"
@@ -200,6 +201,18 @@ def unmount_unmap(device: str, log: Callable[[str], None], timeout: float = 60.0
     return True
 
 
+def _carries_secret(args: list[str]) -> bool:
+    """True if the map command made from an rbdmap line would carry a secret in its argv:
+    ``secret`` in any form (``secret=``, ``--secret X``), ``--key X``, or a ``key=`` map
+    option whose value looks like a key rather than a keyring entry's name."""
+    for a in args:
+        if "secret" in a.lower() or a == "--key" or a.startswith("--key="):
+            return True
+        if any(part.startswith("key=") and looks_like_secret(part[4:]) for part in a.split(",")):
+            return True
+    return False
+
+
 @dataclasses.dataclass
 class Options:
     """Where rbdmap looks: hook scripts, fstab; ``map_argv(entry)`` is the command
@@ -226,7 +239,7 @@ def do_map(entries: list[Entry], opts: Options, log: Callable[[str], None]) -> i
         if dev is not None:
             log(f"'{e.dev}' is already mapped at '{dev}'")
             continue
-        if any("secret=" in a for a in e.args):
+        if _carries_secret(e.args):
             # it would reach the map command's argv: refused, never echoed
             log(f"line {e.lineno}: '{e.dev}': a secret= in rbdmap parameters is refused "
                 "(use keyring=, or options='key=NAME' for the kernel keyring)")

@@ -378,3 +378,23 @@ def test_rbdmap_counts_failed_lines(monkeypatch, tmp_path):
     # nothing mapped: unmap skips every line
     assert rbdmap.do_unmap(entries, opts, logs.append) == 0
     assert "'rbd/b' not mapped, skipping unmap" in logs
+
+
+def test_rbdmap_lines_whose_map_command_would_carry_a_secret_are_refused(tmp_path, monkeypatch):
+    from pyceph.block import rbdmap
+
+    carries = [rbdmap.cmd_params(line) for line in (
+        f"id=admin,secret={SECRET}", f"id=admin,key={SECRET}", f"options='secret={SECRET}'",
+        f"options='key={SECRET}'", "secretfile=/etc/ceph/admin.secret")]
+    assert all(rbdmap._carries_secret(a) for a in carries), carries
+    clean = [rbdmap.cmd_params(line) for line in (
+        "id=admin,keyring=/etc/ceph/ceph.client.admin.keyring", "options='key=client.vm1,queue_depth=8'", "")]
+    assert not any(rbdmap._carries_secret(a) for a in clean), clean
+    # do_map refuses such a line before running anything, and does not repeat the secret
+    ran, logged = [], []
+    entry = rbdmap.Entry(dev="rbd/img", args=carries[1], lineno=3)
+    opts = rbdmap.Options(map_argv=lambda e: ran.append(e) or ["false"])
+    (tmp_path / "run").mkdir(mode=0o700)
+    monkeypatch.setenv("PYCEPH_RUN_DIR", str(tmp_path / "run"))
+    assert rbdmap.do_map([entry], opts, logged.append) == 1
+    assert ran == [] and not any(SECRET in x or SECRET.rstrip("=") in x for x in logged), logged
