@@ -46,6 +46,7 @@ import tempfile
 from typing import Any, Callable
 
 from ..rbd import cls_client as cls
+from .. import errors
 from . import registry
 
 log = logging.getLogger("pyceph.block.devattrs")
@@ -174,9 +175,10 @@ def read_attr(dev_id: str, name: str) -> str:
 
 def make_link(path: str, device: str) -> None:
     """Point ``path`` at ``device`` (relative target, like udev's), replacing a link
-    already there (the newest mapping wins, as with udev)."""
-    d = os.path.dirname(path)
-    os.makedirs(d, mode=0o755, exist_ok=True)
+    already there (the newest mapping wins, as with udev).  The links dir must be one
+    that only root or we can write (:func:`registry.shared_dir`), and no directory
+    below it may be a symlink: raises :class:`registry.UntrustedRunDir` otherwise."""
+    d = _link_parent(path)
     target = os.path.relpath(device, d)
     tmp = os.path.join(d, f".{os.path.basename(path)}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):
@@ -185,9 +187,31 @@ def make_link(path: str, device: str) -> None:
     os.replace(tmp, path)
 
 
+def _link_parent(path: str) -> str:
+    """Make the directories between the links dir and ``path`` (0755), refusing any
+    that is not a real directory of root's or ours: a planted ``POOL -> /etc`` must
+    not make us write elsewhere."""
+    root = registry.shared_dir(dev_dir())
+    rel = os.path.relpath(os.path.dirname(os.path.abspath(path)), root)
+    if rel.startswith(".."):
+        raise ValueError(f"{path} is not below the links dir {root}")
+    d = root
+    for part in [] if rel == "." else rel.split(os.sep):
+        d = os.path.join(d, part)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o755)
+        st = os.lstat(d)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+            raise registry.UntrustedRunDir(f"{d} is not a directory that only root or we can write; "
+                                           "refusing to make a link there")
+    return d
+
+
 def remove_link(path: str, device: str) -> bool:
     """Remove ``path`` if it is a link to ``device``; prune the then-empty parent
-    directories up to the links dir.  True if removed."""
+    directories up to the links dir.  True if removed.  Nothing is touched below a
+    directory that is a symlink or writable by others (raises UntrustedRunDir)."""
+    _check_link_parents(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -208,6 +232,23 @@ def remove_link(path: str, device: str) -> bool:
             break
         d = os.path.dirname(d)
     return True
+
+
+def _check_link_parents(path: str) -> None:
+    root = os.path.abspath(dev_dir())
+    registry.check_ancestors(os.path.join(root, "_"))
+    d = os.path.dirname(os.path.abspath(path))
+    while True:
+        try:
+            st = os.lstat(d)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+            raise registry.UntrustedRunDir(f"{d} is not a directory that only root or we can write; "
+                                           "refusing to remove a link there")
+        if os.path.normpath(d) == root or not d.startswith(root + os.sep):
+            return
+        d = os.path.dirname(d)
 
 
 # -- attribute directory --------------------------------------------------------------------
@@ -248,7 +289,7 @@ def cleanup_stale(rec: dict[str, Any]) -> None:
     pid = rec.get("pid")
     with contextlib.suppress(OSError):
         remove_device_dir(str(rec["id"]), pid if isinstance(pid, int) else None)
-    with contextlib.suppress(OSError, ValueError, KeyError):
+    with contextlib.suppress(OSError, ValueError, KeyError, errors.Error):
         remove_link(link_path(rec["pool"], rec.get("namespace") or "", rec["name"], rec.get("snap")),
                     rec.get("device") or "")
 
@@ -415,7 +456,7 @@ class DeviceAttrs:
                              self.spec.get("snap"))
             make_link(path, self.device)
             self.link = path
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, errors.Error) as e:
             log.warning("cannot make the device link: %s", e)
 
     def sync(self) -> None:
@@ -480,7 +521,7 @@ class DeviceAttrs:
         with contextlib.suppress(OSError):
             remove_device_dir(self.dev_id, os.getpid())
         if self.link is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, errors.Error):
                 remove_link(self.link, self.device)
             self.link = None
 

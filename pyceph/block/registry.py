@@ -71,19 +71,36 @@ def _check_dir(path: str, st: os.stat_result, own: bool) -> None:
         raise UntrustedRunDir(f"{path} (a parent of the run dir) is writable by others; refusing to use it")
 
 
-def trusted_dir(path: str, create: bool = True) -> bool:
-    """Check (and with ``create`` make, mode 0700) the directory ``path`` of the
-    registry: ancestors owned by root or us and not writable by others unless
-    sticky; ``path`` itself ours, 0700, no symlink.  Returns False if it does not
-    exist and ``create`` is false.  Raises :class:`UntrustedRunDir` (one line)."""
-    path = os.path.abspath(path)
-    parts = path.split(os.sep)
+def check_ancestors(path: str) -> None:
+    """Every directory above ``path`` must be owned by root or us and not writable by
+    others unless sticky (like /tmp).  A symlink among them (``/var/run -> /run``) must be
+    owned by root or us, and its target's own ancestors pass the same check.  Raises
+    :class:`UntrustedRunDir`; stops at the first component that does not exist."""
+    euid = os.geteuid()
+    parts = os.path.abspath(path).split(os.sep)
     for i in range(1, len(parts)):
         anc = os.sep.join(parts[:i]) or os.sep
         try:
-            _check_dir(anc, os.lstat(anc), own=False)
+            st = os.lstat(anc)
         except FileNotFoundError:
-            break
+            return
+        if stat.S_ISLNK(st.st_mode):
+            if st.st_uid not in (0, euid):
+                raise UntrustedRunDir(f"{anc} (a parent of the run dir) is a symlink owned by uid "
+                                      f"{st.st_uid}; refusing to use it")
+            real = os.path.realpath(anc)
+            check_ancestors(os.path.join(real, "_"))  # the target and everything above it
+            continue
+        _check_dir(anc, st, own=False)
+
+
+def trusted_dir(path: str, create: bool = True) -> bool:
+    """Check (and with ``create`` make, mode 0700) the directory ``path`` of the
+    registry: ancestors as :func:`check_ancestors` wants them; ``path`` itself ours,
+    0700, no symlink.  Returns False if it does not exist and ``create`` is false.
+    Raises :class:`UntrustedRunDir` (one line)."""
+    path = os.path.abspath(path)
+    check_ancestors(path)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -94,9 +111,30 @@ def trusted_dir(path: str, create: bool = True) -> bool:
             os.mkdir(path, 0o700)
         except FileExistsError:
             pass
+        check_ancestors(path)  # parents made just now: made by us, or by someone faster
         st = os.lstat(path)
     _check_dir(path, st, own=True)
     return True
+
+
+def shared_dir(path: str) -> str:
+    """A directory others may read but only root or we may write (the links dir,
+    ``/dev/pyrbd``): ancestors as :func:`check_ancestors` wants them; ``path`` made
+    (0755) if missing, a real directory (no symlink) owned by root or us, writable by
+    nobody else.  Returns ``path``; raises :class:`UntrustedRunDir`."""
+    path = os.path.abspath(path)
+    check_ancestors(path)
+    try:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    except FileExistsError:  # a symlink to nowhere or a file: refused below
+        pass
+    check_ancestors(path)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+        raise UntrustedRunDir(f"{path} must be a directory owned by root or uid {os.geteuid()} that nobody "
+                              f"else can write (it is mode {stat.S_IMODE(st.st_mode):04o}, uid {st.st_uid}"
+                              f"{', a symlink' if stat.S_ISLNK(st.st_mode) else ''}); refusing to use it")
+    return path
 
 
 def subdir(name: str) -> str:

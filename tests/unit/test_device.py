@@ -211,6 +211,42 @@ def test_links_made_and_removed(monkeypatch, tmp_path):
     assert os.path.isdir(tmp_path / "links")
 
 
+def test_links_never_follow_a_planted_symlink_or_use_a_dir_others_can_write(monkeypatch, tmp_path):
+    from pyceph.block import registry
+
+    dev = str(tmp_path / "loop7")
+    open(dev, "w").close()
+    victim = tmp_path / "etc"
+    victim.mkdir()
+    links = tmp_path / "links"
+    links.mkdir(mode=0o755)
+    monkeypatch.setenv("PYCEPH_DEV_DIR", str(links))
+    (links / "p").symlink_to(victim)  # a planted POOL -> /etc
+    with pytest.raises(registry.UntrustedRunDir):
+        devattrs.make_link(devattrs.link_path("p", "", "img", None), dev)
+    (victim / "img").symlink_to(dev)
+    with pytest.raises(registry.UntrustedRunDir):
+        devattrs.remove_link(devattrs.link_path("p", "", "img", None), dev)
+    assert os.listdir(victim) == ["img"]  # nothing made, replaced or removed there
+    (links / "p").unlink()
+    os.chmod(links, 0o777)  # a links dir anyone can write: refused
+    with pytest.raises(registry.UntrustedRunDir, match="nobody"):
+        devattrs.make_link(devattrs.link_path("q", "", "img", None), dev)
+    assert not os.path.exists(links / "q")
+
+
+def test_run_dir_below_a_root_owned_symlink_is_trusted(monkeypatch, tmp_path):
+    from pyceph.block import registry
+
+    (tmp_path / "real").mkdir(mode=0o755)
+    (tmp_path / "var-run").symlink_to(tmp_path / "real")  # like /var/run -> /run
+    monkeypatch.setenv(registry.RUN_DIR_ENV, str(tmp_path / "var-run" / "pyceph"))
+    assert registry.subdir("mappings") == str(tmp_path / "var-run" / "pyceph" / "mappings")
+    os.chmod(tmp_path / "real", 0o777)  # the link's target writable by others: refused
+    with pytest.raises(registry.UntrustedRunDir, match="writable by others"):
+        registry.subdir("mappings")
+
+
 class _FakeImage:
     """The AsyncImage attributes DeviceAttrs reads."""
 
