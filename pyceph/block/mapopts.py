@@ -299,8 +299,9 @@ OPTIONS: tuple[MapOption, ...] = (
        parse=_string, value_doc="namespace"),
     _o("alloc_size", "value", 65536, "rbd",
        "discard granularity: discards are aligned to it, smaller ones are dropped",
-       "applied when given: discards are aligned inward to alloc_size and those smaller are "
-       "dropped, as krbd does; not given, discards reach the image exactly as librbd's do",
+       "applied when given: each object extent of a discard is aligned inward to alloc_size "
+       "(capped at the object size) and those left empty are dropped, as krbd does; not given, "
+       "discards reach the image exactly as librbd's do",
        parse=_alloc_size, value_doc="bytes, power of 2, >= 512"),
     _o("compression_hint", "value", "none", "rbd",
        "CEPH_OSD_ALLOC_HINT_FLAG_(IN)COMPRESSIBLE on every data write (SETALLOCHINT)",

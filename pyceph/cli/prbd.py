@@ -34,6 +34,7 @@ from ..rbd import cls_client as cls
 from ..rbd import diff as rbd_diff
 from ..rbd.features import FEATURE_NAMES, RBD_FEATURE_FAST_DIFF, RBD_FEATURE_LAYERING, RBD_FEATURE_OBJECT_MAP
 from ..rbd.object_map import ObjectMap
+from ..rbd.striping import Layout, extent_to_file, layout_to_extents
 from .common import (
     CliError,
     CliParser,
@@ -1416,6 +1417,29 @@ def cmd_map(args) -> int:
     return 0
 
 
+def alloc_aligned_discard(layout: Layout, alloc_size: int, offset: int, length: int) -> list[tuple[int, int]]:
+    """krbd's ``alloc_size`` discard rule (drivers/block/rbd.c ``rbd_obj_init_discard``):
+    each object extent of ``[offset, offset+length)`` is aligned inward to ``alloc_size``
+    (capped at the object size, as rbd_add_parse_args caps it), except an extent that
+    ends at its object's end when ``alloc_size`` is the object size; extents left empty
+    are dropped.  Returns the image byte ranges to discard, ascending and merged."""
+    alloc = min(alloc_size, layout.object_size)
+    pieces: list[tuple[int, int]] = []
+    for ex in layout_to_extents(layout, offset, length):
+        start, end = ex.offset, ex.offset + ex.length
+        if alloc != layout.object_size or end != layout.object_size:
+            start, end = -(-start // alloc) * alloc, end // alloc * alloc
+        if end > start:
+            pieces += extent_to_file(layout, ex.objectno, start, end - start)
+    merged: list[tuple[int, int]] = []
+    for off, n in sorted(pieces):
+        if merged and merged[-1][0] + merged[-1][1] == off:
+            merged[-1] = (merged[-1][0], merged[-1][1] + n)
+        else:
+            merged.append((off, n))
+    return merged
+
+
 class RbdBlockImage:
     """The block layer's image interface over an RBD :class:`AsyncImage` (daemon side).
 
@@ -1476,16 +1500,15 @@ class RbdBlockImage:
 
     async def discard(self, offset: int, length: int) -> None:
         """librbd discard (whole objects removed, partial ones truncated/zeroed)."""
-        align = self.options.get("alloc_size")
-        if align:
-            start = -(-offset // align) * align
-            end = (offset + length) // align * align
-            if end <= start:
+        ranges = [(offset, length)]
+        if self.options.get("alloc_size"):
+            ranges = alloc_aligned_discard(self.image.layout, int(self.options["alloc_size"]), offset, length)
+            if not ranges:
                 return  # too small to free anything (krbd punts it too)
-            offset, length = start, end - start
         if self.options.get("lock_timeout"):
             await self._lock()
-        await self.image.discard(offset, length)
+        for off, n in ranges:
+            await self.image.discard(off, n)
 
     async def write_zeroes(self, offset: int, length: int) -> None:
         if self.options.get("lock_timeout"):

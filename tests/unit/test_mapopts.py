@@ -17,6 +17,7 @@ import pytest
 
 from pyceph.block import mapopts as M
 from pyceph.cli import prbd
+from pyceph.rbd.striping import Layout
 from pyceph.cli.common import CliError
 from pyceph.errors import NoSpace, TimedOut
 from pyceph.osd import ops as O
@@ -242,6 +243,7 @@ class FakeLock:
 
 class FakeImage:
     read_only = False
+    layout = Layout.from_order(22)
 
     def __init__(self, acquire_waits: bool = False):
         self.exclusive_lock = FakeLock()
@@ -286,6 +288,23 @@ async def test_lock_on_read_and_alloc_size():
     await b2.read(0, 10)
     await b2.discard(1000, 10)
     assert img2.calls == [("read", 0, 10), ("discard", 1000, 10)]
+
+
+def test_alloc_size_aligns_each_object_extent_as_krbd():
+    MiB = 1 << 20
+    four = Layout.from_order(22)
+    # capped at the object size (8M on 4M objects acts as 4M), and with alloc_size == object
+    # size an extent reaching its object's end is not aligned (rbd_obj_is_tail)
+    assert prbd.alloc_aligned_discard(four, 8 * MiB, MiB, 4 * MiB) == [(MiB, 3 * MiB)]
+    assert prbd.alloc_aligned_discard(four, 4 * MiB, 4 * MiB + 4096, 8192) == []
+    # smaller alloc_size: inward per object; object boundaries are aligned, so pieces merge
+    assert prbd.alloc_aligned_discard(four, 65536, 1000, 9 * MiB) == [(65536, 9 * MiB - 65536)]
+    # a striped image (stripe unit 64K over 4 objects): aligned in object space
+    striped = Layout(4 * MiB, 65536, 4)
+    got = prbd.alloc_aligned_discard(striped, 131072, 0, 4 * 65536)
+    assert got == []  # each object got one 64K piece: smaller than 128K, all dropped
+    got = prbd.alloc_aligned_discard(striped, 65536, 0, 4 * 65536 + 100)
+    assert got == [(0, 4 * 65536)]
 
 
 def test_configure_applies_runtime_options():
