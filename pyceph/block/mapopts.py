@@ -11,7 +11,7 @@ has no effect in user space.  docs/MAP-OPTIONS.md is generated from the table
 
 Parsing follows krbd's rules: options are a comma list of ``key`` or ``key=value``; a
 flag takes no value (``fs_param_is_flag``), ``fsparam_flag_no`` flags also take a
-``no`` prefix (``nocrc``); numbers are unsigned decimal ``u32`` with krbd's ranges; the
+``no`` prefix (``nocrc``); numbers are unsigned ``u32`` read as kstrtouint(s, 0) reads them (decimal, ``0x`` hex, ``0`` octal) with krbd's ranges; the
 last occurrence of an option wins.  An unknown option or a bad value raises
 :class:`MapOptionError` (EINVAL) naming the option; the value of ``secret`` and ``key``
 is never repeated.
@@ -61,9 +61,11 @@ def _bad(name: str, why: str) -> MapOptionError:
 
 def _u32(lo: int = 0, hi: int = U32_MAX) -> Callable[[str, str], int]:
     def parse(name: str, v: str) -> int:
-        if not re.fullmatch(r"[0-9]+", v):
-            raise _bad(name, "not an unsigned decimal number")
-        n = int(v)
+        # kstrtouint(s, 0), as fs_parser's fsparam_u32: decimal, 0x hex or 0 octal
+        m = re.fullmatch(r"\+?(?:(0[xX][0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*))\n?", v)
+        if not m:
+            raise _bad(name, "not an unsigned number")
+        n = int(m.group(1), 16) if m.group(1) else int(m.group(2), 8) if m.group(2) else int(m.group(3))
         if n > U32_MAX or n < lo or n > hi:
             raise _bad(name, f"out of range ({lo}..{hi})")
         return n
@@ -245,8 +247,8 @@ OPTIONS: tuple[MapOption, ...] = (
        "applied: the CLI resolves it in the foreground (pyceph.auth.keyring.keyctl_lookup) and "
        "hands the secret to the map daemon on its private channel",
        parse=_key_desc, value_doc="key description"),
-    _o("mount_timeout", "value", 60, "libceph",
-       "seconds to wait for the monitor and OSD maps at map time (0: forever)",
+    _o("mount_timeout", "value", 30, "libceph",
+       "seconds to wait for the monitor and OSD maps at map time (0: forever; krbd's default 60)",
        "applied: the map daemon's connect timeout and client_mount_timeout (0: no timeout)",
        parse=_u32(0, SECONDS_MAX), value_doc="seconds"),
     _o("ms_mode", "value", "legacy", "libceph",
@@ -322,8 +324,8 @@ OPTIONS: tuple[MapOption, ...] = (
     _o("notrim", "flag", False, "rbd",
        "no discard/write-zeroes support on the device",
        "applied: the loop device advertises no discard; FALLOCATE gets EOPNOTSUPP"),
-    _o("queue_depth", "value", 128, "rbd",
-       "blk-mq queue depth (requests in flight)",
+    _o("queue_depth", "value", 64, "rbd",
+       "blk-mq queue depth (requests in flight; krbd's default 128)",
        "applied: FUSE max_background (the kernel's cap on requests in flight) and the daemon's "
        "concurrent FUSE tasks", parse=_u32(1), runtime=True, value_doc="requests (>= 1)"),
     _o("read_only", "flag", False, "rbd",

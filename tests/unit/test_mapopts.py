@@ -68,6 +68,8 @@ def test_typed_values_and_krbd_spellings():
     assert M.parse_map_options(["nocephx_require_signatures,notcp_nodelay,noshare,noudev"]) == {
         "cephx_require_signatures": False, "tcp_nodelay": False, "share": False, "udev": False}
     assert M.parse_map_options(["alloc_size=512"]) == {"alloc_size": 512}
+    # kstrtouint(s, 0): hex and octal too
+    assert M.parse_map_options(["queue_depth=0x40,osdkeepalive=010"]) == {"queue_depth": 64, "osdkeepalive": 8}
     assert M.parse_map_options(["mount_timeout=2147483"]) == {"mount_timeout": 2147483}
 
 
@@ -88,8 +90,8 @@ def test_unknown_options_refused_naming_them():
 
 @pytest.mark.parametrize("text, why", [
     ("queue_depth=0", "'queue_depth': out of range"),
-    ("queue_depth=-1", "'queue_depth': not an unsigned decimal number"),
-    ("queue_depth=0x10", "'queue_depth': not an unsigned decimal"),
+    ("queue_depth=-1", "'queue_depth': not an unsigned number"),
+    ("queue_depth=08", "'queue_depth': not an unsigned number"),  # 0-prefixed is octal, as kstrtouint
     ("queue_depth=4294967296", "'queue_depth': out of range"),
     ("osdkeepalive=0", "'osdkeepalive': out of range"),
     ("osd_idle_ttl=0", "'osd_idle_ttl': out of range"),
