@@ -102,7 +102,7 @@ def _normalize_spec(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.0) -> str:
+def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float | None = 60.0) -> str:
     """Start a mapping daemon and return its device path, e.g. ``"/dev/loop0"``.
 
     ``spec``: pool, namespace ("" default), name, snap ("-"/None = head; a snapshot
@@ -162,13 +162,14 @@ def map_image(spec: dict[str, Any], daemon_argv: list[str], timeout: float = 60.
     raise errors.IOError(f"{label}: map daemon exited (status {rc}) without reporting: {_log_tail(log_path)}")
 
 
-def _read_line(fd: int, timeout: float) -> str | None:
-    """First line from ``fd``; "" on EOF without a line, None on timeout."""
+def _read_line(fd: int, timeout: float | None) -> str | None:
+    """First line from ``fd``; "" on EOF without a line, None on timeout (``timeout``
+    None: no deadline)."""
     buf = b""
-    deadline = time.monotonic() + timeout
+    deadline = None if timeout is None else time.monotonic() + timeout
     while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
             return None
         ready, _, _ = select.select([fd], [], [], left)
         if not ready:

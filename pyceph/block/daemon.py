@@ -350,7 +350,8 @@ class _Daemon:
         if self.size_poll > 0:
             self.size_task = asyncio.ensure_future(self._follow_size())
         # /sys/bus/rbd/devices/N and /dev/rbd/POOL/IMAGE (pyceph.block.devattrs)
-        self.attrs = devattrs.DeviceAttrs(self.dev_id, loopdev.device_path(self.index), self.spec, self.image)
+        self.attrs = devattrs.DeviceAttrs(self.dev_id, loopdev.device_path(self.index), self.spec, self.image,
+                                          on_refresh=self.refresh)
         await self.attrs.create()
 
     async def _follow_size(self) -> None:
@@ -474,6 +475,23 @@ class _Daemon:
             return options.get(name, mapopts.BY_NAME[name].default)
         raise ctlproto.ControlError(ctlproto.E_UNKNOWN_SETTING, f"no setting {name!r}")
 
+    def _set_kernel_max_background(self, n: int) -> None:
+        """The kernel's cap on this FUSE connection's requests in flight is fixed at INIT;
+        a live change goes through fusectl (``/sys/fs/fuse/connections/<minor>/``,
+        fs/fuse/control.c), mounted in our private namespace if nobody has.  Best effort:
+        without it only the daemon's own concurrency changes (logged)."""
+        ctl = "/sys/fs/fuse/connections"
+        try:
+            conn = os.path.join(ctl, str(os.minor(os.stat(self.mountpoint).st_dev)))
+            if not os.path.isdir(conn) and self.private_ns:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+                libc.mount(b"fusectl", ctl.encode(), b"fusectl", 0, None)
+            for name, v in (("max_background", n), ("congestion_threshold", max(1, n * 3 // 4))):
+                with open(os.path.join(conn, name), "w") as f:
+                    f.write(f"{v}\n")
+        except (OSError, TypeError) as e:
+            log.warning("queue_depth %d: the kernel's FUSE max_background stays as at INIT (%s)", n, e)
+
     def _settings(self) -> dict[str, Any]:
         """The runtime options this mapping has (a block image without a RADOS client has
         only queue_depth), with their current values."""
@@ -490,6 +508,7 @@ class _Daemon:
             if self.fuse is not None:
                 self.fuse.max_tasks = max(1, int(value))
                 self.fuse.session.max_background = max(1, min(int(value), 0xFFFF))
+                self._set_kernel_max_background(self.fuse.session.max_background)
             return
         configure = getattr(self.image, "configure", None)
         if configure is not None and name in mapopts.RUNTIME_OPTIONS:
@@ -519,14 +538,18 @@ class _Daemon:
             log.info("configured %s", ", ".join(f"{k}={v}" for k, v in typed.items()))
         return [ctlproto.field("applied", {k: self._setting(k) for k in typed})]
 
-    async def _op_refresh(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
-        """Re-read the image header (if the image can) and resize the device to it."""
+    async def refresh(self) -> int:
+        """Re-read the image header (if the image can) and resize the device to it, as
+        krbd's ``refresh`` attribute does; returns the device size in bytes."""
         refresh = getattr(getattr(self.image, "image", None), "refresh", None)
         if refresh is not None:
             await refresh()
         if self.loop_fd is not None and self.image.size & ~511 != self._device_size():
             await self._blocking(self._set_capacity)
-        return [ctlproto.field("size", self._device_size() if self.loop_fd is not None else self.image.size)]
+        return self._device_size() if self.loop_fd is not None else self.image.size
+
+    async def _op_refresh(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
+        return [ctlproto.field("size", await self.refresh())]
 
     async def _op_info(self, msg: ctlproto.Message) -> list[ctlproto.Field]:
         return [ctlproto.field("info", self._info())]

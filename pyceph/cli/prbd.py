@@ -1407,10 +1407,12 @@ def cmd_map(args) -> int:
         daemon_argv += ["--mon-host", args.mon_host]
     if args.debug:
         daemon_argv += ["--debug"]
-    timeout = args.timeout
+    timeout: float | None = args.timeout
     mt = req["options"].get("mount_timeout")
-    if mt:
-        timeout = max(timeout, mt + 10.0)
+    if mt == 0:
+        timeout = None  # krbd's mount_timeout=0: wait for the cluster as long as it takes
+    elif mt:
+        timeout = max(args.timeout, mt + 10.0)
     with failing("map failed"):
         dev = map_image(req, daemon_argv, timeout=timeout)
     print(dev)

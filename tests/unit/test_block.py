@@ -740,6 +740,14 @@ def test_configure_two_settings_in_one_transaction(mapper):
     dev, _, _ = mapper(16 * MiB)
     assert block.info(dev)["settings"]["queue_depth"] == 64
     assert block.configure(dev, {"queue_depth": "8"}) == {"queue_depth": 8}
+    # the kernel's cap follows (fusectl, in the daemon's own mount namespace)
+    pid = block.info(dev)["pid"]
+    mnt = block.find_mappings(dev)[0]["mountpoint"]
+    with open(f"/proc/{pid}/mountinfo") as f:
+        (minor,) = [ln.split()[2].split(":")[1] for ln in f if ln.split()[4] == mnt]
+    conn = f"/proc/{pid}/root/sys/fs/fuse/connections/{minor}"
+    with open(f"{conn}/max_background") as f1, open(f"{conn}/congestion_threshold") as f2:
+        assert (f1.read().strip(), f2.read().strip()) == ("8", "6")
     # this file-backed image has no OSD client: the second setting cannot apply, so neither does
     with pytest.raises(ctlproto.ControlError) as ei:
         block.configure(dev, {"queue_depth": "32", "osd_request_timeout": "30"})
