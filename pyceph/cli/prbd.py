@@ -1466,7 +1466,7 @@ class RbdBlockImage:
         if osdc is not None and "osd_request_timeout" in settings:
             osdc.request_timeout = float(settings["osd_request_timeout"])
         if osdc is not None and "osdkeepalive" in settings:
-            osdc.keepalive_interval = float(settings["osdkeepalive"])
+            osdc.set_keepalive_interval(float(settings["osdkeepalive"]))
 
     @property
     def size(self) -> int:

@@ -389,6 +389,7 @@ class OSDClient:
         self.tick_interval = max(0.05, min(self.keepalive_interval, self.idle_ttl / 4))
         # Watch pings: every osd_keepalive_interval (the kernel pings on each 5 s
         # osd_keepalive tick, librados on each 5 s objecter tick), at most timeout/2.
+        self._ping_follows_keepalive = cfg.get("osd_watch_ping_interval") is None
         self.ping_interval = max(0.01, cfg.get_float("osd_watch_ping_interval", self.keepalive_interval))
         self.blocklisted: Blocklisted | None = None
         self.resends = 0
@@ -418,6 +419,14 @@ class OSDClient:
         monc.add_osdmap_listener(self._handle_map)
         if hasattr(monc, "add_tickets_listener"):
             monc.add_tickets_listener(self._tickets_renewed)
+
+    def set_keepalive_interval(self, seconds: float) -> None:
+        """krbd's ``osdkeepalive`` on a live client: the keepalive period (seconds), the
+        tick that sends them, and the watch ping period when it follows it."""
+        self.keepalive_interval = max(0.05, float(seconds))
+        self.tick_interval = max(0.05, min(self.keepalive_interval, self.idle_ttl / 4))
+        if self._ping_follows_keepalive:
+            self.ping_interval = max(0.01, self.keepalive_interval)
 
     @property
     def osdmap(self) -> OSDMap:

@@ -310,10 +310,16 @@ def test_alloc_size_aligns_each_object_extent_as_krbd():
 
 
 def test_configure_applies_runtime_options():
-    osdc = SimpleNamespace(request_timeout=0.0, keepalive_interval=5.0)
+    from tests.unit.test_osdclient import FakeMonc, make_osdc
+    from pyceph.osdmap.osdmap import OSDMap
+
+    osdc = make_osdc(FakeMonc(OSDMap()), osd_keepalive_interval=5.0, osd_idle_ttl=60.0)
+    assert (osdc.keepalive_interval, osdc.tick_interval, osdc.ping_interval) == (5.0, 5.0, 5.0)
     b = prbd.RbdBlockImage(SimpleNamespace(osdc=osdc), FakeImage(), {})
     b.configure(M.validate_settings({"osd_request_timeout": "30", "osdkeepalive": "2", "lock_on_read": ""}))
-    assert osdc.request_timeout == 30 and osdc.keepalive_interval == 2 and b.options["lock_on_read"]
+    assert osdc.request_timeout == 30 and b.options["lock_on_read"]
+    # the keepalive tick and watch pings follow a live osdkeepalive change
+    assert (osdc.keepalive_interval, osdc.tick_interval, osdc.ping_interval) == (2.0, 2.0, 2.0)
 
 
 def test_key_option_resolved_through_the_keyring(monkeypatch):
