@@ -500,10 +500,13 @@ def transact(changes: dict[str, Any], get: Callable[[str], Any], set_: Callable[
             set_(k, v)
             done.append(k)
     except Exception as e:  # noqa: BLE001 - rolled back, then reported
-        for k in reversed(done):
+        stuck = []
+        for k2 in reversed(done):
             try:
-                set_(k, before[k])
-            except Exception:  # noqa: BLE001,S110 - best effort: the reply says apply failed
-                pass
-        raise ControlError(E_APPLY_FAILED, f"applying {k} failed ({e}); nothing changed") from None
+                set_(k2, before[k2])
+            except Exception:  # noqa: BLE001 - named in the reply
+                stuck.append(k2)
+        outcome = (f"{', '.join(sorted(stuck))} could not be restored and may keep the new value"
+                   if stuck else "nothing changed")
+        raise ControlError(E_APPLY_FAILED, f"applying {k} failed ({e}); {outcome}") from None
     return before
