@@ -139,15 +139,11 @@ def fstab_has(source: str, fstab: str = DEFAULT_FSTAB) -> bool:
         with open(fstab) as f:
             for line in f:
                 parts = line.split()
-                if parts and not parts[0].startswith("#") and _unoct(parts[0]) == source:
+                if parts and not parts[0].startswith("#") and registry.unescape_mount_field(parts[0]) == source:
                     return True
     except OSError:
         pass
     return False
-
-
-def _unoct(s: str) -> str:
-    return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
 def mounts_of(device: str) -> list[str]:
@@ -163,7 +159,7 @@ def mounts_of(device: str) -> list[str]:
         for line in f:
             parts = line.split()
             if len(parts) > 4 and parts[2] == want:
-                out.append(_unoct(parts[4]))
+                out.append(registry.unescape_mount_field(parts[4]))
     return list(reversed(out))
 
 

@@ -294,14 +294,16 @@ def is_mounted(path: str) -> bool:
         with open("/proc/self/mountinfo") as f:
             for line in f:
                 parts = line.split()
-                if len(parts) > 4 and _unescape(parts[4]) == path:
+                if len(parts) > 4 and unescape_mount_field(parts[4]) == path:
                     return True
     except OSError:
         pass
     return False
 
 
-def _unescape(s: str) -> str:
+def unescape_mount_field(s: str) -> str:
+    """A field of /proc/self/mountinfo or fstab with its octal escapes (space, tab,
+    newline, backslash; getmntent(3)) undone."""
     return s.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 
 
